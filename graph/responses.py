@@ -1,0 +1,23 @@
+"""Error bodies for each surface, so both say the same thing with the same status."""
+
+from __future__ import annotations
+
+from starlette.responses import JSONResponse
+
+from graph.errors import status_for
+
+__all__ = ["graphql_error", "rest_error"]
+
+
+def rest_error(*, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The legacy envelope: ``{"success": false, "error": {"message": ...}}``."""
+    body = {"success": False, "error": {"message": message}}
+    return JSONResponse(body, status_code=status_for(code), headers=headers)
+
+
+def graphql_error(
+    *, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """A GraphQL response that failed before execution, with the status of its code."""
+    body = {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]}
+    return JSONResponse(body, status_code=status_for(code), headers=headers)

@@ -1,0 +1,37 @@
+"""Typed settings read from the environment (see the README's configuration table)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each field is one environment variable of the same name."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    mongodb_uri: str | None = Field(
+        default=None,
+        description="MongoDB connection string; unset = start the embedded SecantusDB.",
+    )
+    mongodb_database: str = "message_metrics"
+    mongodb_server_selection_timeout_ms: int = Field(default=2000, gt=0)
+    mongodb_query_timeout_ms: int = Field(default=30_000, gt=0)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    embedded_data_dir: Path = Path(".data/secantus")
+    embedded_port: int = Field(default=0, ge=0, le=65535)
+    demo_messages: int = Field(default=4000, ge=0)
+    rate_limit_per_minute: int = Field(default=100, gt=0)
+    rate_limit_storage_uri: str = "memory://"
+    graphql_max_aliases: int = Field(default=10, ge=0)
+    graphql_max_depth: int = Field(default=6, ge=1)
+    log_level: LogLevel = "info"

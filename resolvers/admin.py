@@ -1,0 +1,149 @@
+"""Operator actions on accounts and instances (used by the CLI and the demo seed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo.errors import DuplicateKeyError
+
+from resolvers.db import Database, translate_driver_errors
+from resolvers.errors import BadUserInput, NotFound
+from resolvers.instances import MAX_NAME_LENGTH, ignores_group_messages
+from resolvers.tokens import hash_token, new_token
+
+__all__ = [
+    "Created",
+    "InstanceInfo",
+    "create_account",
+    "create_instance",
+    "find_account",
+    "list_instances",
+    "rotate_token",
+    "set_ignore_group_messages",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """A new account or instance and its token, which is shown once and never stored."""
+
+    id: ObjectId
+    name: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceInfo:
+    id: ObjectId
+    account_id: ObjectId
+    name: str
+    ignore_group_messages: bool
+
+
+async def create_account(*, db: Database, name: str, now: datetime) -> Created:
+    name = _check_name(name, what="account")
+    token = new_token()
+    doc = {"name": name, "tokenHash": hash_token(token), "createdAt": now}
+    with translate_driver_errors():
+        result = await db.accounts.insert_one(doc)
+    return Created(id=result.inserted_id, name=name, token=token)
+
+
+async def find_account(*, db: Database, ref: str) -> dict[str, Any]:
+    """An account by id, or by name when exactly one account has it."""
+    with translate_driver_errors():
+        if ObjectId.is_valid(ref):
+            account = await db.accounts.find_one({"_id": ObjectId(ref)})
+            if account is not None:
+                return account
+        matches = await db.accounts.find({"name": ref}).limit(2).to_list()
+    if not matches:
+        raise NotFound(f'No account with id or name "{ref}".')
+    if len(matches) > 1:
+        raise BadUserInput(f'Several accounts are named "{ref}"; give the account id instead.')
+    return matches[0]
+
+
+async def create_instance(
+    *, db: Database, account: str, name: str, ignore_group_messages: bool, now: datetime
+) -> Created:
+    name = _check_instance_name(name)
+    owner = await find_account(db=db, ref=account)
+    token = new_token()
+    doc = {
+        "accountId": owner["_id"],
+        "name": name,
+        "tokenHash": hash_token(token),
+        "settings": {"ignoreGroupMessages": ignore_group_messages},
+        "createdAt": now,
+    }
+    with translate_driver_errors():
+        try:
+            result = await db.instances.insert_one(doc)
+        except DuplicateKeyError as exc:
+            raise BadUserInput(
+                f'Account "{owner["name"]}" already has an instance "{name}".'
+            ) from exc
+    return Created(id=result.inserted_id, name=name, token=token)
+
+
+async def list_instances(*, db: Database, account: str | None = None) -> list[InstanceInfo]:
+    query: dict[str, Any] = {}
+    if account is not None:
+        query["accountId"] = (await find_account(db=db, ref=account))["_id"]
+    with translate_driver_errors():
+        docs = await db.instances.find(query).sort([("accountId", 1), ("name", 1)]).to_list()
+    return [_info(doc) for doc in docs]
+
+
+async def set_ignore_group_messages(
+    *, db: Database, account: str, name: str, value: bool
+) -> InstanceInfo:
+    owner = await find_account(db=db, ref=account)
+    with translate_driver_errors():
+        doc = await db.instances.find_one_and_update(
+            {"accountId": owner["_id"], "name": name},
+            {"$set": {"settings.ignoreGroupMessages": value}},
+            return_document=True,
+        )
+    if doc is None:
+        raise NotFound(f'Account "{owner["name"]}" has no instance "{name}".')
+    return _info(doc)
+
+
+async def rotate_token(*, db: Database, collection: str, id: ObjectId) -> str:
+    """Give an account or instance a new token; the old one stops working at once."""
+    token = new_token()
+    with translate_driver_errors():
+        await db[collection].update_one({"_id": id}, {"$set": {"tokenHash": hash_token(token)}})
+    return token
+
+
+def _info(doc: dict[str, Any]) -> InstanceInfo:
+    return InstanceInfo(
+        id=doc["_id"],
+        account_id=doc["accountId"],
+        name=doc["name"],
+        ignore_group_messages=ignores_group_messages(doc),
+    )
+
+
+def _check_name(name: str, *, what: str) -> str:
+    name = name.strip()
+    if not name:
+        raise BadUserInput(f"The {what} name must not be empty.")
+    if len(name) > MAX_NAME_LENGTH:
+        raise BadUserInput(f"The {what} name is longer than {MAX_NAME_LENGTH} characters.")
+    return name
+
+
+def _check_instance_name(name: str) -> str:
+    """Instance names travel in URL paths as comma-separated lists: no commas, no padding."""
+    if name != name.strip():
+        raise BadUserInput("Instance names must not start or end with spaces.")
+    if "," in name:
+        raise BadUserInput("Instance names must not contain commas.")
+    return _check_name(name, what="instance")

@@ -1,0 +1,31 @@
+"""Indexes the queries need, created idempotently at start-up."""
+
+from __future__ import annotations
+
+from pymongo import ASCENDING, IndexModel
+
+from resolvers.db import Database, translate_driver_errors
+
+__all__ = ["ensure_indexes"]
+
+_INDEXES = {
+    "accounts": [IndexModel([("tokenHash", ASCENDING)], name="tokenHash", unique=True)],
+    "instances": [
+        IndexModel([("tokenHash", ASCENDING)], name="tokenHash", unique=True),
+        IndexModel(
+            [("accountId", ASCENDING), ("name", ASCENDING)], name="accountId_name", unique=True
+        ),
+    ],
+    "messages": [
+        IndexModel(
+            [("instanceId", ASCENDING), ("timestamp", ASCENDING)], name="instanceId_timestamp"
+        )
+    ],
+}
+
+
+async def ensure_indexes(db: Database) -> None:
+    """Create every index; existing ones with the same definition are left as they are."""
+    with translate_driver_errors():
+        for collection, models in _INDEXES.items():
+            await db[collection].create_indexes(models)

@@ -1,0 +1,226 @@
+"""Pure builders of the metrics aggregation pipeline and the reader of its result.
+
+One ``$match`` on the indexed ``instanceId`` selects the messages of every named
+instance (minus group messages of instances that ignore them); one ``$facet`` computes
+every metric in a single round trip. Distinct counts are counted per instance, as
+distinct ``(instanceId, value)`` pairs, so several instances sum exactly as the
+contract says and no stage ever builds an unbounded array.
+
+Odd documents never fail a metric; see "Odd or missing fields" in ``docs/metrics.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from resolvers.instances import InstanceRef
+
+__all__ = [
+    "KNOWN_MEDIA_TYPES",
+    "KNOWN_STATUSES",
+    "KNOWN_TYPES",
+    "UNKNOWN_KEY",
+    "MetricsResult",
+    "build_metrics_pipeline",
+    "empty_metrics",
+    "read_metrics",
+]
+
+KNOWN_TYPES = (
+    "text",
+    "image",
+    "audio",
+    "video",
+    "document",
+    "sticker",
+    "location",
+    "contact",
+    "reaction",
+    "poll",
+)
+KNOWN_MEDIA_TYPES = ("image", "audio", "video", "document", "sticker")
+KNOWN_STATUSES = ("pending", "sent", "delivered", "read", "played", "failed")
+UNKNOWN_KEY = "unknown"
+
+# Expressions, not queries: a query such as ``{"isGroup": True}`` also matches arrays
+# that contain the value, and the contract counts only the value itself.
+_HAS_MEDIA = {"$eq": [{"$type": "$media"}, "object"]}
+_IS_GROUP = {"$eq": ["$isGroup", True]}
+
+_COUNTERS = (
+    "totalMessages",
+    "messagesSent",
+    "messagesReceived",
+    "groupMessages",
+    "individualMessages",
+    "messagesWithMedia",
+    "messagesLast7Days",
+    "messagesLast30Days",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsResult:
+    """The metrics of a set of instances, named as in the contract."""
+
+    total_messages: int
+    messages_sent: int
+    messages_received: int
+    group_messages: int
+    individual_messages: int
+    messages_with_media: int
+    messages_last_7_days: int
+    messages_last_30_days: int
+    messages_by_type: dict[str, int]
+    media_by_type: dict[str, int]
+    messages_by_status: dict[str, int]
+    unique_chats: int
+    unique_groups: int
+    unique_contacts: int
+    first_message_at: datetime | None
+    last_message_at: datetime | None
+
+
+def build_metrics_pipeline(
+    *, instances: Sequence[InstanceRef], now: datetime
+) -> list[dict[str, Any]]:
+    """The aggregation on ``messages`` whose single result ``read_metrics`` understands."""
+    return [
+        {"$match": _match(instances)},
+        {
+            "$facet": {
+                "totals": [{"$group": _totals(now)}],
+                "byType": _count_by(_key("$type")),
+                "byStatus": _count_by(_key("$status")),
+                "mediaByType": [
+                    {"$match": {"$expr": _HAS_MEDIA}},
+                    *_count_by(_key("$media.type")),
+                ],
+                "uniqueChats": _distinct_per_instance("$chatId"),
+                "uniqueGroups": [
+                    {"$match": {"$expr": _IS_GROUP}},
+                    *_distinct_per_instance("$chatId"),
+                ],
+                "uniqueContacts": _distinct_per_instance(_contact()),
+            }
+        },
+    ]
+
+
+def _match(instances: Sequence[InstanceRef]) -> dict[str, Any]:
+    match: dict[str, Any] = {"instanceId": {"$in": [ref.id for ref in instances]}}
+    ignoring = [ref.id for ref in instances if ref.ignore_group_messages]
+    if ignoring:
+        match["$nor"] = [{"instanceId": {"$in": ignoring}, "$expr": _IS_GROUP}]
+    return match
+
+
+def _totals(now: datetime) -> dict[str, Any]:
+    timestamp = {"$cond": [{"$eq": [{"$type": "$timestamp"}, "date"]}, "$timestamp", None]}
+    return {
+        "_id": None,
+        "totalMessages": {"$sum": 1},
+        "messagesSent": _count_if({"$eq": ["$fromMe", True]}),
+        "messagesReceived": _count_if({"$eq": ["$fromMe", False]}),
+        "groupMessages": _count_if(_IS_GROUP),
+        "individualMessages": _count_if({"$eq": ["$isGroup", False]}),
+        "messagesWithMedia": _count_if(_HAS_MEDIA),
+        "messagesLast7Days": _count_if(_since(timestamp, now - timedelta(days=7))),
+        "messagesLast30Days": _count_if(_since(timestamp, now - timedelta(days=30))),
+        "firstMessageAt": {"$min": timestamp},
+        "lastMessageAt": {"$max": timestamp},
+    }
+
+
+def _count_if(condition: dict[str, Any]) -> dict[str, Any]:
+    return {"$sum": {"$cond": [condition, 1, 0]}}
+
+
+def _since(timestamp: dict[str, Any], cutoff: datetime) -> dict[str, Any]:
+    return {"$and": [{"$ne": [timestamp, None]}, {"$gte": [timestamp, cutoff]}]}
+
+
+def _key(path: str) -> dict[str, Any]:
+    """The value at ``path`` when it is a non-empty string, else ``UNKNOWN_KEY``."""
+    return {"$cond": [_is_name(path), path, UNKNOWN_KEY]}
+
+
+def _is_name(path: str) -> dict[str, Any]:
+    return {"$and": [{"$eq": [{"$type": path}, "string"]}, {"$ne": [path, ""]}]}
+
+
+def _count_by(key: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"$group": {"_id": key, "count": {"$sum": 1}}}]
+
+
+def _contact() -> dict[str, Any]:
+    """The person of a message: the chat of a one-to-one chat, the sender of a received
+    group message, otherwise null."""
+    received_in_group = {"$and": [{"$eq": ["$isGroup", True]}, {"$eq": ["$fromMe", False]}]}
+    return {
+        "$switch": {
+            "branches": [
+                {"case": {"$eq": ["$isGroup", False]}, "then": "$chatId"},
+                {"case": received_in_group, "then": "$sender"},
+            ],
+            "default": None,
+        }
+    }
+
+
+def _distinct_per_instance(value: str | dict[str, Any]) -> list[dict[str, Any]]:
+    """Count distinct non-empty string values per instance, summed over instances."""
+    return [
+        {"$project": {"_id": 0, "i": "$instanceId", "v": value}},
+        {"$match": {"$expr": _is_name("$v")}},
+        {"$group": {"_id": {"i": "$i", "v": "$v"}}},
+        {"$count": "n"},
+    ]
+
+
+def empty_metrics() -> MetricsResult:
+    """The metrics of no messages at all."""
+    return read_metrics({})
+
+
+def read_metrics(facets: Mapping[str, Any]) -> MetricsResult:
+    """Turn the pipeline's single result document into a ``MetricsResult``."""
+    totals = _first(facets.get("totals"))
+    counters = {name: int(totals.get(name) or 0) for name in _COUNTERS}
+    return MetricsResult(
+        total_messages=counters["totalMessages"],
+        messages_sent=counters["messagesSent"],
+        messages_received=counters["messagesReceived"],
+        group_messages=counters["groupMessages"],
+        individual_messages=counters["individualMessages"],
+        messages_with_media=counters["messagesWithMedia"],
+        messages_last_7_days=counters["messagesLast7Days"],
+        messages_last_30_days=counters["messagesLast30Days"],
+        messages_by_type=_key_counts(facets.get("byType"), KNOWN_TYPES),
+        media_by_type=_key_counts(facets.get("mediaByType"), KNOWN_MEDIA_TYPES),
+        messages_by_status=_key_counts(facets.get("byStatus"), KNOWN_STATUSES),
+        unique_chats=_count(facets.get("uniqueChats")),
+        unique_groups=_count(facets.get("uniqueGroups")),
+        unique_contacts=_count(facets.get("uniqueContacts")),
+        first_message_at=totals.get("firstMessageAt"),
+        last_message_at=totals.get("lastMessageAt"),
+    )
+
+
+def _first(rows: Sequence[Mapping[str, Any]] | None) -> Mapping[str, Any]:
+    return rows[0] if rows else {}
+
+
+def _count(rows: Sequence[Mapping[str, Any]] | None) -> int:
+    return int(_first(rows).get("n", 0))
+
+
+def _key_counts(rows: Sequence[Mapping[str, Any]] | None, known: Sequence[str]) -> dict[str, int]:
+    """Known keys first, in contract order (0 when absent), then the others by name."""
+    found = {str(row["_id"]): int(row["count"]) for row in rows or ()}
+    counts = {key: found.pop(key, 0) for key in known}
+    counts.update(sorted(found.items()))
+    return counts

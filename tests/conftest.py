@@ -1,0 +1,59 @@
+"""Fixtures: a real wire-protocol database (SecantusDB, or MONGODB_URI), fresh per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from uuid import uuid4
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from graph import Settings, create_app
+from graph.embedded import EmbeddedDatabase
+from resolvers import Database, ensure_indexes, open_client
+from tests.factories import NOW
+
+
+@pytest.fixture(scope="session")
+def mongodb_uri() -> Iterator[str]:
+    """``MONGODB_URI`` when set (real MongoDB in CI), else an in-memory SecantusDB."""
+    uri = os.environ.get("MONGODB_URI")
+    if uri:
+        yield uri
+        return
+    with EmbeddedDatabase(data_dir=None) as server:
+        yield server.uri
+
+
+@pytest.fixture
+def database_name() -> str:
+    return f"test_{uuid4().hex[:16]}"
+
+
+@pytest.fixture
+async def db(mongodb_uri: str, database_name: str) -> AsyncIterator[Database]:
+    client = open_client(mongodb_uri, server_selection_timeout_ms=5_000, query_timeout_ms=60_000)
+    async with client:
+        database = client[database_name]
+        await ensure_indexes(database)
+        try:
+            yield database
+        finally:
+            await client.drop_database(database_name)
+
+
+@pytest.fixture
+def settings(mongodb_uri: str, database_name: str) -> Settings:
+    return Settings(mongodb_uri=mongodb_uri, mongodb_database=database_name)
+
+
+@pytest.fixture
+async def http(settings: Settings, db: Database) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the whole app, inside its lifespan, with the clock frozen at NOW."""
+    app = create_app(settings, clock=lambda: NOW)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client

@@ -1,0 +1,109 @@
+"""The contract's metric definitions in plain Python, one document at a time.
+
+Property tests compare the aggregation pipelines with this. It follows the written
+definitions (docs/metrics.md), not the pipeline's structure.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from bson import ObjectId
+
+KNOWN_TYPES = [
+    "text",
+    "image",
+    "audio",
+    "video",
+    "document",
+    "sticker",
+    "location",
+    "contact",
+    "reaction",
+    "poll",
+]
+KNOWN_MEDIA = ["image", "audio", "video", "document", "sticker"]
+KNOWN_STATUSES = ["pending", "sent", "delivered", "read", "played", "failed"]
+
+
+def _name(value: Any) -> str | None:
+    return value if isinstance(value, str) and value != "" else None
+
+
+def _key(value: Any) -> str:
+    return _name(value) or "unknown"
+
+
+def _is_date(value: Any) -> bool:
+    return isinstance(value, datetime)
+
+
+def one_instance(
+    docs: Iterable[dict[str, Any]], *, instance_id: ObjectId, ignore_groups: bool, now: datetime
+) -> dict[str, Any]:
+    mine = [d for d in docs if d.get("instanceId") == instance_id]
+    if ignore_groups:
+        mine = [d for d in mine if d.get("isGroup") is not True]
+    dates = [d["timestamp"] for d in mine if _is_date(d.get("timestamp"))]
+    with_media = [d for d in mine if isinstance(d.get("media"), dict)]
+    contacts = set()
+    for d in mine:
+        if d.get("isGroup") is False and _name(d.get("chatId")):
+            contacts.add(d["chatId"])
+        if d.get("isGroup") is True and d.get("fromMe") is False and _name(d.get("sender")):
+            contacts.add(d["sender"])
+    return {
+        "totalMessages": len(mine),
+        "messagesSent": sum(1 for d in mine if d.get("fromMe") is True),
+        "messagesReceived": sum(1 for d in mine if d.get("fromMe") is False),
+        "groupMessages": sum(1 for d in mine if d.get("isGroup") is True),
+        "individualMessages": sum(1 for d in mine if d.get("isGroup") is False),
+        "messagesWithMedia": len(with_media),
+        "messagesByType": Counter(_key(d.get("type")) for d in mine),
+        "mediaByType": Counter(_key(d["media"].get("type")) for d in with_media),
+        "messagesByStatus": Counter(_key(d.get("status")) for d in mine),
+        "uniqueChats": len({d["chatId"] for d in mine if _name(d.get("chatId"))}),
+        "uniqueGroups": len(
+            {d["chatId"] for d in mine if d.get("isGroup") is True and _name(d.get("chatId"))}
+        ),
+        "uniqueContacts": len(contacts),
+        "messagesLast7Days": sum(1 for t in dates if t >= now - timedelta(days=7)),
+        "messagesLast30Days": sum(1 for t in dates if t >= now - timedelta(days=30)),
+        "firstMessageAt": min(dates, default=None),
+        "lastMessageAt": max(dates, default=None),
+    }
+
+
+def reference_metrics(
+    docs: list[dict[str, Any]], *, instances: list[tuple[ObjectId, bool]], now: datetime
+) -> dict[str, Any]:
+    """The contract's sum over distinct instances, with the known keys always present."""
+    total: dict[str, Any] = {}
+    for instance_id, ignore in dict(instances).items():
+        part = one_instance(docs, instance_id=instance_id, ignore_groups=ignore, now=now)
+        for field, value in part.items():
+            total[field] = _combine(field, total.get(field), value)
+    if not total:
+        total = one_instance([], instance_id=ObjectId(), ignore_groups=False, now=now)
+    for field, known in (
+        ("messagesByType", KNOWN_TYPES),
+        ("mediaByType", KNOWN_MEDIA),
+        ("messagesByStatus", KNOWN_STATUSES),
+    ):
+        total[field] = {**dict.fromkeys(known, 0), **total[field]}
+    return total
+
+
+def _combine(field: str, left: Any, right: Any) -> Any:
+    if left is None:
+        return right
+    if right is None:
+        return left
+    if field == "firstMessageAt":
+        return min(left, right)
+    if field == "lastMessageAt":
+        return max(left, right)
+    return left + right

@@ -1,0 +1,57 @@
+"""The pure pipeline builders, without a database."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bson import ObjectId
+
+from resolvers import InstanceRef, build_metrics_pipeline
+from resolvers.pipeline import KNOWN_STATUSES, KNOWN_TYPES, empty_metrics, read_metrics
+from tests.factories import NOW
+
+A, B = ObjectId(), ObjectId()
+
+
+def test_match_selects_instances_by_indexed_field() -> None:
+    refs = [InstanceRef(A, "a", False), InstanceRef(B, "b", False)]
+    match = build_metrics_pipeline(instances=refs, now=NOW)[0]["$match"]
+    assert match == {"instanceId": {"$in": [A, B]}}
+
+
+def test_match_drops_group_messages_only_of_ignoring_instances() -> None:
+    refs = [InstanceRef(A, "a", True), InstanceRef(B, "b", False)]
+    match = build_metrics_pipeline(instances=refs, now=NOW)[0]["$match"]
+    assert match["$nor"] == [{"instanceId": {"$in": [A]}, "$expr": {"$eq": ["$isGroup", True]}}]
+
+
+def test_recent_windows_start_seven_and_thirty_days_before_now() -> None:
+    pipeline = build_metrics_pipeline(instances=[InstanceRef(A, "a", False)], now=NOW)
+    text = repr(pipeline)
+    assert repr(NOW - timedelta(days=7)) in text
+    assert repr(NOW - timedelta(days=30)) in text
+
+
+def test_pipeline_is_one_facet_after_the_match() -> None:
+    pipeline = build_metrics_pipeline(instances=[InstanceRef(A, "a", False)], now=NOW)
+    assert [next(iter(stage)) for stage in pipeline] == ["$match", "$facet"]
+
+
+def test_read_metrics_lists_known_keys_first_then_others_by_name() -> None:
+    facets = {
+        "byType": [
+            {"_id": "zeta", "count": 1},
+            {"_id": "text", "count": 4},
+            {"_id": "alpha", "count": 2},
+        ]
+    }
+    by_type = read_metrics(facets).messages_by_type
+    assert list(by_type) == [*KNOWN_TYPES, "alpha", "zeta"]
+    assert by_type["text"] == 4 and by_type["image"] == 0 and by_type["alpha"] == 2
+
+
+def test_empty_metrics_are_zero_with_every_known_key() -> None:
+    empty = empty_metrics()
+    assert empty.total_messages == 0 and empty.unique_contacts == 0
+    assert empty.messages_by_status == dict.fromkeys(KNOWN_STATUSES, 0)
+    assert empty.first_message_at is None and empty.last_message_at is None

@@ -1,0 +1,156 @@
+"""The GraphQL schema through ``schema.execute``: auth, selection and errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from strawberry.printer import print_schema
+
+from graph import schema
+from graph.context import Context
+from resolvers import Database, authenticate
+from tests.factories import NOW, Tenant, make_tenant, message
+
+QUERY = """query ($instances: [String!]) {
+  metrics(instances: $instances) { instance instances totalMessages firstMessageAt
+    messagesByType { key count } }
+}"""
+
+
+async def _run(db: Database, token: str | None, instances: Any = None) -> Any:
+    caller = await authenticate(db=db, token=token)
+    context = Context(db=db, caller=caller, clock=lambda: NOW)
+    variables = {} if instances is None else {"instances": instances}
+    return await schema.execute(QUERY, variable_values=variables, context_value=context)
+
+
+def _code(result: Any) -> str:
+    assert result.errors, "expected an error"
+    return result.errors[0].extensions["code"]
+
+
+async def _acme(db: Database) -> Tenant:
+    tenant = await make_tenant(db, instances={"sales": False, "support": True})
+    await db.messages.insert_many(
+        [
+            message(tenant.instance_ids["sales"], days_ago=2),
+            message(tenant.instance_ids["support"], days_ago=5),
+            message(tenant.instance_ids["support"], isGroup=True, chatId="g@g.us"),
+        ]
+    )
+    return tenant
+
+
+def test_schema_file_matches_the_code() -> None:
+    exported = Path(__file__).parents[1].joinpath("schema.graphql").read_text(encoding="utf-8")
+    assert exported == print_schema(schema) + "\n"
+
+
+async def test_account_token_without_instances_sees_every_instance(db: Database) -> None:
+    tenant = await _acme(db)
+    result = await _run(db, tenant.account_token)
+    assert result.errors is None
+    metrics = result.data["metrics"]
+    assert metrics["instances"] == ["sales", "support"]
+    assert metrics["instance"] == "sales,support"
+    assert metrics["totalMessages"] == 2  # support ignores its group message
+
+
+async def test_named_instances_echo_the_list_and_count_duplicates_once(db: Database) -> None:
+    tenant = await _acme(db)
+    result = await _run(db, tenant.account_token, [" sales", "sales", "", "support "])
+    metrics = result.data["metrics"]
+    assert metrics["instance"] == "sales,sales,support"
+    assert metrics["instances"] == ["sales", "support"]
+    assert metrics["totalMessages"] == 2
+
+
+async def test_dates_are_utc_with_a_trailing_z(db: Database) -> None:
+    tenant = await _acme(db)
+    result = await _run(db, tenant.account_token, ["sales"])
+    assert result.data["metrics"]["firstMessageAt"] == "2026-11-23T12:00:00Z"
+
+
+async def test_missing_token_is_unauthenticated(db: Database) -> None:
+    await _acme(db)
+    assert _code(await _run(db, None)) == "UNAUTHENTICATED"
+
+
+async def test_unknown_token_is_unauthenticated(db: Database) -> None:
+    await _acme(db)
+    assert _code(await _run(db, "not-a-token")) == "UNAUTHENTICATED"
+
+
+async def test_instance_token_reads_its_own_instance(db: Database) -> None:
+    tenant = await _acme(db)
+    own = await _run(db, tenant.instance_tokens["sales"])
+    assert own.data["metrics"]["instances"] == ["sales"]
+    named = await _run(db, tenant.instance_tokens["sales"], ["sales"])
+    assert named.data["metrics"]["totalMessages"] == 1
+
+
+async def test_instance_token_naming_another_instance_is_forbidden(db: Database) -> None:
+    tenant = await _acme(db)
+    result = await _run(db, tenant.instance_tokens["sales"], ["sales", "support"])
+    assert _code(result) == "FORBIDDEN"
+    assert result.data is None
+
+
+async def test_instance_token_naming_a_nonexistent_instance_is_forbidden_too(db: Database) -> None:
+    tenant = await _acme(db)
+    assert _code(await _run(db, tenant.instance_tokens["sales"], ["nope"])) == "FORBIDDEN"
+
+
+async def test_unknown_name_is_not_found_and_named(db: Database) -> None:
+    tenant = await _acme(db)
+    result = await _run(db, tenant.account_token, ["sales", "ghost"])
+    assert _code(result) == "NOT_FOUND"
+    assert '"ghost"' in result.errors[0].message
+
+
+async def test_other_accounts_instance_looks_exactly_like_a_missing_one(db: Database) -> None:
+    tenant = await _acme(db)
+    await make_tenant(db, name="Other", instances={"theirs": False})
+    theirs = await _run(db, tenant.account_token, ["theirs"])
+    missing = await _run(db, tenant.account_token, ["nothing"])
+    assert _code(theirs) == _code(missing) == "NOT_FOUND"
+    assert theirs.errors[0].message.replace("theirs", "X") == missing.errors[0].message.replace(
+        "nothing", "X"
+    )
+
+
+async def test_empty_list_is_bad_user_input(db: Database) -> None:
+    tenant = await _acme(db)
+    assert _code(await _run(db, tenant.account_token, [" ", ""])) == "BAD_USER_INPUT"
+
+
+async def test_too_long_name_and_too_many_names_are_bad_user_input(db: Database) -> None:
+    tenant = await _acme(db)
+    assert _code(await _run(db, tenant.account_token, ["x" * 129])) == "BAD_USER_INPUT"
+    assert _code(await _run(db, tenant.account_token, [f"i{n}" for n in range(101)])) == (
+        "BAD_USER_INPUT"
+    )
+
+
+async def test_account_without_instances_gets_zero_metrics(db: Database) -> None:
+    tenant = await make_tenant(db, name="Empty", instances={})
+    result = await _run(db, tenant.account_token)
+    assert result.data["metrics"]["instances"] == []
+    assert result.data["metrics"]["totalMessages"] == 0
+
+
+async def test_invalid_query_gets_a_code(db: Database) -> None:
+    context = Context(db=db, caller=None, clock=lambda: NOW)
+    result = await schema.execute("{ metrics { nope } }", context_value=context)
+    assert _code(result) == "BAD_USER_INPUT"
+
+
+async def test_too_many_aliases_are_refused(db: Database) -> None:
+    tenant = await _acme(db)
+    context = Context(
+        db=db, caller=await authenticate(db=db, token=tenant.account_token), clock=lambda: NOW
+    )
+    aliases = " ".join(f"m{n}: metrics {{ totalMessages }}" for n in range(11))
+    result = await schema.execute(f"{{ {aliases} }}", context_value=context)
+    assert result.errors and "aliases" in result.errors[0].message.lower()
