@@ -139,7 +139,7 @@ def _print_demo(tokens: DemoTokens, settings: Settings) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
 def export_schema(output: Path | None) -> None:
     """Print the GraphQL schema (SDL), as `strawberry export-schema graph:schema` does."""
-    from graph.schema import schema
+    from graph.query import schema
 
     sdl = print_schema(schema)
     if output is None:

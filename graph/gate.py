@@ -1,13 +1,19 @@
-"""The gate in front of every metrics surface: who is calling (by token hash)."""
+"""The gate in front of every metrics surface: who is calling, and how often.
+
+It authenticates the token (by hash), charges one request to the caller's bucket (the
+token's, or the client address's when the token is missing or unknown), refuses callers
+over the limit, and adds the rate-limit headers to whatever the route answers.
+"""
 
 from __future__ import annotations
 
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from graph.ratelimit import Decision, RateLimiter
 from graph.responses import graphql_error, rest_error
-from resolvers import Database, MetricsError, authenticate
+from resolvers import Caller, Database, MetricsError, RateLimited, authenticate
 
 __all__ = ["Gate", "token_from_headers"]
 
@@ -23,14 +29,27 @@ def token_from_headers(headers: Headers) -> str | None:
     return None
 
 
+def _bucket(scope: Scope, caller: Caller | None) -> str:
+    if caller is not None:
+        return f"token:{caller.token_hash}"
+    client = scope.get("client")
+    return f"address:{client[0] if client else 'unknown'}"
+
+
 class Gate:
-    """ASGI middleware: leaves the caller (or None) in the request state for the context."""
+    """ASGI middleware for ``paths``; leaves the caller (or None) in the request state."""
 
     def __init__(
-        self, app: ASGIApp, *, paths: tuple[str, ...], graphql_path: str = "/graphql"
+        self,
+        app: ASGIApp,
+        *,
+        paths: tuple[str, ...],
+        limiter: RateLimiter,
+        graphql_path: str = "/graphql",
     ) -> None:
         self.app = app
         self.paths = paths
+        self.limiter = limiter
         self.graphql_path = graphql_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -38,16 +57,38 @@ class Gate:
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})
-        db: Database = state["db"]
-        try:
-            state["caller"] = await authenticate(
-                db=db, token=token_from_headers(Headers(scope=scope))
+        caller, failure = await self._authenticate(state["db"], scope)
+        state["caller"] = caller
+        decision = await self.limiter.hit(_bucket(scope, caller))
+        if not decision.allowed:
+            failure = RateLimited(
+                "Too many requests: the limit is "
+                f"{decision.limit} per minute. Retry after the Retry-After delay."
             )
-        except MetricsError as error:
-            await self._refuse(scope, error)(scope, receive, send)
+        if failure is not None:
+            await self._refuse(scope, failure, decision)(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        await self.app(scope, receive, _with_headers(send, decision))
 
-    def _refuse(self, scope: Scope, error: MetricsError) -> JSONResponse:
+    async def _authenticate(
+        self, db: Database, scope: Scope
+    ) -> tuple[Caller | None, MetricsError | None]:
+        try:
+            return await authenticate(db=db, token=token_from_headers(Headers(scope=scope))), None
+        except MetricsError as error:  # the database is unreachable
+            return None, error
+
+    def _refuse(self, scope: Scope, error: MetricsError, decision: Decision) -> JSONResponse:
         respond = graphql_error if scope["path"] == self.graphql_path else rest_error
-        return respond(code=error.code, message=error.message)
+        return respond(code=error.code, message=error.message, headers=decision.headers())
+
+
+def _with_headers(send: Send, decision: Decision) -> Send:
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = MutableHeaders(scope=message)
+            for name, value in decision.headers().items():
+                headers[name] = value
+        await send(message)
+
+    return send_with_headers

@@ -18,27 +18,12 @@ from graph.errors import INTERNAL_CODE, should_mask_error
 from graph.types import DATETIME_SCALAR, Metrics
 from resolvers import fetch_metrics, select_instances
 
-__all__ = ["MAX_ALIASES", "MAX_TOKENS", "METRICS_QUERY", "Query", "schema"]
+__all__ = ["MAX_ALIASES", "MAX_TOKENS", "Query", "schema"]
 
 MAX_ALIASES = 10
 MAX_TOKENS = 5_000
 
 _log = logging.getLogger(__name__)
-
-#: The operation the REST path runs: every field of ``Metrics``.
-METRICS_QUERY = """
-query Metrics($instances: [String!]) {
-  metrics(instances: $instances) {
-    instance instances totalMessages messagesReceived messagesSent
-    messagesByType { key count }
-    groupMessages individualMessages messagesWithMedia
-    mediaByType { key count }
-    messagesByStatus { key count }
-    uniqueChats uniqueGroups uniqueContacts
-    messagesLast7Days messagesLast30Days firstMessageAt lastMessageAt
-  }
-}
-"""
 
 
 async def resolve_metrics(

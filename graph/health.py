@@ -1,0 +1,47 @@
+"""``GET /health``: no token, no rate limit, a one-second database check."""
+
+from __future__ import annotations
+
+import time
+from importlib.metadata import PackageNotFoundError, version
+
+import pymongo
+from pymongo.errors import PyMongoError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from resolvers import Database
+
+__all__ = ["DB_CHECK_TIMEOUT_S", "health", "service_version"]
+
+DB_CHECK_TIMEOUT_S = 1.0
+
+
+def service_version() -> str:
+    try:
+        return version("message-metrics")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown"
+
+
+async def health(request: Request) -> JSONResponse:
+    """200 ``ok`` when the database answers ``ping`` within a second, else 503 ``degraded``."""
+    state = request.state
+    reason = await _check_db(state.db)
+    body = {
+        "status": "ok" if reason is None else "degraded",
+        "checks": {"db": "ok" if reason is None else reason},
+        "uptime": round(time.monotonic() - state.started, 3),
+        "version": state.version,
+    }
+    return JSONResponse(body, status_code=200 if reason is None else 503)
+
+
+async def _check_db(db: Database) -> str | None:
+    try:
+        with pymongo.timeout(DB_CHECK_TIMEOUT_S):
+            await db.command("ping")
+    except PyMongoError as exc:
+        kind = "no answer within 1s" if exc.timeout else "unreachable"
+        return f"{kind} ({type(exc).__name__})"
+    return None

@@ -1,0 +1,77 @@
+"""GET /health, the unreachable database (503 everywhere), and recovery."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from graph import Settings, create_app
+from graph.embedded import EmbeddedDatabase, free_port
+from tests.factories import NOW
+
+FAST = {"mongodb_server_selection_timeout_ms": 300, "mongodb_query_timeout_ms": 2_000}
+
+
+async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, clock=lambda: NOW)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client
+
+
+@pytest.fixture
+async def no_database(database_name: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The app pointed at a port where nothing listens."""
+    uri = f"mongodb://127.0.0.1:{free_port()}/?directConnection=true"
+    settings = Settings(mongodb_uri=uri, mongodb_database=database_name, **FAST)
+    async for client in _client(settings):
+        yield client
+
+
+async def test_health_is_ok_with_version_and_uptime(http: httpx.AsyncClient) -> None:
+    response = await http.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok" and body["checks"] == {"db": "ok"}
+    assert body["uptime"] >= 0 and body["version"] == "0.1.0"
+
+
+async def test_health_is_503_degraded_when_the_database_is_down(
+    no_database: httpx.AsyncClient,
+) -> None:
+    response = await no_database.get("/health")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "degraded" and body["checks"]["db"] != "ok"
+
+
+async def test_rest_and_graphql_answer_503_when_the_database_is_down(
+    no_database: httpx.AsyncClient,
+) -> None:
+    rest = await no_database.get("/metrics/sales", headers={"token": "t"})
+    assert rest.status_code == 503
+    assert set(rest.json()) == {"success", "error"} and rest.json()["success"] is False
+    graphql = await no_database.post(
+        "/graphql", json={"query": "{ __typename }"}, headers={"token": "t"}
+    )
+    assert graphql.status_code == 503
+    assert graphql.json()["errors"][0]["extensions"]["code"] == "UNAVAILABLE"
+
+
+async def test_health_recovers_when_the_database_comes_back(database_name: str) -> None:
+    server = EmbeddedDatabase(data_dir=None)
+    server.start()
+    try:
+        settings = Settings(mongodb_uri=server.uri, mongodb_database=database_name, **FAST)
+        async for client in _client(settings):
+            assert (await client.get("/health")).status_code == 200
+            server.stop()
+            assert (await client.get("/health")).status_code == 503
+            server.start()
+            assert (await client.get("/health")).status_code == 200
+    finally:
+        server.stop()
