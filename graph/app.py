@@ -88,6 +88,7 @@ def _lifespan(settings: Settings, uri: str, clock: Clock) -> Any:
                 yield {
                     "db": db,
                     "clock": clock,
+                    "query_timeout_ms": settings.mongodb_query_timeout_ms,
                     "started": time.monotonic(),
                     "version": service_version(),
                 }

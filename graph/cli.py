@@ -14,6 +14,7 @@ import click
 from strawberry.printer import print_schema
 
 from graph.embedded import EmbeddedDatabase, EmbeddedDatabaseError, is_reachable
+from graph.logs import configure_logging
 from graph.settings import Settings
 from resolvers import Database, MetricsError, ensure_indexes, open_client
 from resolvers.admin import (
@@ -90,6 +91,7 @@ def main(ctx: click.Context) -> None:
     without MONGODB_URI every command uses the embedded database.
     """
     ctx.obj = Settings()
+    configure_logging("error")  # operators read the command's own output; serve logs fully
 
 
 @main.command()
@@ -111,7 +113,13 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
             _print_demo(tokens, settings)
         app = create_app(settings.model_copy(update={"mongodb_uri": target.uri}))
         click.echo(f"GraphiQL: http://{settings.host}:{settings.port}/graphql")
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            access_log=False,  # the app logs each request as JSON
+        )
 
 
 def _run_on(settings: Settings, uri: str, action: Callable[[Database], Awaitable[T]]) -> T:
@@ -133,6 +141,30 @@ def _print_demo(tokens: DemoTokens, settings: Settings) -> None:
     click.echo(f"  account token (all instances): {tokens.account}")
     for name, token in tokens.instances.items():
         click.echo(f"  instance token for {name!r}: {token}")
+
+
+@main.command("embedded-db")
+@click.pass_obj
+def embedded_db(settings: Settings) -> None:
+    """Run the embedded database in the foreground (Ctrl-C stops it).
+
+    `serve` and the other commands use it when it already runs on EMBEDDED_PORT, so it
+    can be stopped and restarted while the service keeps running.
+    """
+    embedded = EmbeddedDatabase(data_dir=settings.embedded_data_dir, port=settings.embedded_port)
+    if is_reachable(embedded.uri):
+        raise click.ClickException(f"a database already answers on port {embedded.port}")
+    try:
+        embedded.start()
+    except EmbeddedDatabaseError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"embedded database on {embedded.uri} (data in {settings.embedded_data_dir})")
+    try:
+        embedded.wait()
+    except KeyboardInterrupt:
+        click.echo("stopping")
+    finally:
+        embedded.stop()
 
 
 @main.command("export-schema")
@@ -217,14 +249,17 @@ def instances_list(settings: Settings, account: str | None) -> None:
 @click.option("--account", required=True, help="Owning account: id or unique name.")
 @click.option(
     "--ignore-group-messages/--no-ignore-group-messages",
-    required=True,
     default=None,
-    help="Leave group messages out of metrics, or count them again.",
+    help="Leave group messages out of metrics, or count them again (one is required).",
 )
 @click.argument("name")
 @click.pass_obj
-def instances_set(settings: Settings, account: str, ignore_group_messages: bool, name: str) -> None:
+def instances_set(
+    settings: Settings, account: str, ignore_group_messages: bool | None, name: str
+) -> None:
     """Change an instance's settings."""
+    if ignore_group_messages is None:
+        raise click.UsageError("say --ignore-group-messages or --no-ignore-group-messages")
 
     async def action(db: Database) -> Any:
         return await set_ignore_group_messages(

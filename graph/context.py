@@ -24,6 +24,7 @@ class Context:
     db: Database
     caller: Caller | None
     clock: Clock
+    query_timeout_ms: int | None = None
 
     def require_caller(self) -> Caller:
         """The authenticated caller, or ``Unauthenticated``."""
@@ -37,4 +38,9 @@ class Context:
 def build_context(connection: HTTPConnection) -> Context:
     """Context from what the lifespan (db, clock) and the gate (caller) left on the request."""
     state = connection.state
-    return Context(db=state.db, caller=getattr(state, "caller", None), clock=state.clock)
+    return Context(
+        db=state.db,
+        caller=getattr(state, "caller", None),
+        clock=state.clock,
+        query_timeout_ms=state.query_timeout_ms,
+    )

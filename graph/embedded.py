@@ -109,6 +109,12 @@ class EmbeddedDatabase:
             f"{EXECUTABLE} did not answer within {self.startup_timeout:.0f}s"
         )
 
+    def wait(self) -> int:
+        """Block until the server exits; its exit code."""
+        if self._process is None:
+            return 0
+        return self._process.wait()
+
     def _log_tail(self, size: int = 2000) -> str:
         if self._log is None:
             return ""

@@ -33,7 +33,12 @@ async def resolve_metrics(
     caller = context.require_caller()
     names = instances if isinstance(instances, list) else None  # null and omitted alike
     selection = await select_instances(db=context.db, caller=caller, names=names)
-    result = await fetch_metrics(db=context.db, instances=selection.instances, now=context.clock())
+    result = await fetch_metrics(
+        db=context.db,
+        instances=selection.instances,
+        now=context.clock(),
+        max_time_ms=context.query_timeout_ms,
+    )
     return Metrics.from_result(selection=selection, result=result)
 
 

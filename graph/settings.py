@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     embedded_data_dir: Path = Path(".data/secantus")
-    embedded_port: int = Field(default=0, ge=0, le=65535)
+    embedded_port: int = Field(default=27117, ge=1, le=65535)
     demo_messages: int = Field(default=4000, ge=0)
     rate_limit_per_minute: int = Field(default=100, gt=0)
     rate_limit_storage_uri: str = "memory://"

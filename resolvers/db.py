@@ -23,13 +23,18 @@ _log = logging.getLogger(__name__)
 def open_client(
     uri: str, *, server_selection_timeout_ms: int, query_timeout_ms: int
 ) -> AsyncMongoClient[dict[str, Any]]:
-    """One client per process: timezone-aware dates and short, explicit timeouts."""
+    """One client per process: timezone-aware dates and short, explicit timeouts.
+
+    No client-wide ``timeoutMS``: it would replace ``serverSelectionTimeoutMS`` and make
+    an unreachable database take the whole query budget to report. Queries bound
+    themselves with ``maxTimeMS`` instead; the socket timeout is the backstop.
+    """
     return AsyncMongoClient(
         uri,
         tz_aware=True,
         serverSelectionTimeoutMS=server_selection_timeout_ms,
         connectTimeoutMS=server_selection_timeout_ms,
-        timeoutMS=query_timeout_ms,
+        socketTimeoutMS=query_timeout_ms + 5_000,
         appname="message-metrics",
     )
 

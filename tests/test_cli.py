@@ -1,0 +1,175 @@
+"""The operator CLI, through its entry point, against a real database."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from pymongo import MongoClient
+
+from graph.cli import main
+from graph.embedded import free_port
+from resolvers import hash_token
+
+TOKEN = re.compile(r"token \(store it now, it is not shown again\): (\S+)")
+
+
+@pytest.fixture
+def store(mongodb_uri: str, database_name: str) -> Iterator[Any]:
+    client: MongoClient[dict[str, Any]] = MongoClient(mongodb_uri)
+    try:
+        yield client[database_name]
+    finally:
+        client.drop_database(database_name)
+        client.close()
+
+
+@pytest.fixture
+def cli(mongodb_uri: str, database_name: str, store: Any) -> Any:
+    env = {"MONGODB_URI": mongodb_uri, "MONGODB_DATABASE": database_name}
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(main, list(args), env=env)
+
+    return invoke
+
+
+def _token(result: Result) -> str:
+    assert result.exit_code == 0, result.output
+    found = TOKEN.search(result.output)
+    assert found, result.output
+    return found.group(1)
+
+
+def test_accounts_create_prints_the_token_once_and_stores_only_its_hash(
+    cli: Any, store: Any
+) -> None:
+    token = _token(cli("accounts", "create", "Acme"))
+    account = store.accounts.find_one({"name": "Acme"})
+    assert account["tokenHash"] == hash_token(token)
+    assert token not in str(account)
+
+
+def test_instances_create_under_an_account_by_name(cli: Any, store: Any) -> None:
+    _token(cli("accounts", "create", "Acme"))
+    token = _token(
+        cli("instances", "create", "--account", "Acme", "sales", "--ignore-group-messages")
+    )
+    instance = store.instances.find_one({"name": "sales"})
+    assert instance["tokenHash"] == hash_token(token)
+    assert instance["settings"]["ignoreGroupMessages"] is True
+
+
+def test_duplicate_instance_name_is_a_clear_error(cli: Any) -> None:
+    _token(cli("accounts", "create", "Acme"))
+    _token(cli("instances", "create", "--account", "Acme", "sales"))
+    again = cli("instances", "create", "--account", "Acme", "sales")
+    assert again.exit_code == 1
+    assert 'already has an instance "sales"' in again.output
+
+
+def test_unknown_account_is_a_clear_error(cli: Any) -> None:
+    result = cli("instances", "create", "--account", "Nobody", "sales")
+    assert result.exit_code == 1 and "No account" in result.output
+
+
+def test_instance_names_with_commas_are_refused(cli: Any) -> None:
+    _token(cli("accounts", "create", "Acme"))
+    result = cli("instances", "create", "--account", "Acme", "a,b")
+    assert result.exit_code == 1 and "commas" in result.output
+
+
+def test_instances_list_and_set(cli: Any, store: Any) -> None:
+    _token(cli("accounts", "create", "Acme"))
+    _token(cli("instances", "create", "--account", "Acme", "sales"))
+    listed = cli("instances", "list")
+    assert listed.exit_code == 0 and "sales" in listed.output
+    assert "ignoreGroupMessages" not in listed.output
+    changed = cli("instances", "set", "--account", "Acme", "sales", "--ignore-group-messages")
+    assert changed.exit_code == 0, changed.output
+    assert store.instances.find_one({"name": "sales"})["settings"]["ignoreGroupMessages"] is True
+    assert "ignoreGroupMessages" in cli("instances", "list", "--account", "Acme").output
+    cli("instances", "set", "--account", "Acme", "sales", "--no-ignore-group-messages")
+    assert store.instances.find_one({"name": "sales"})["settings"]["ignoreGroupMessages"] is False
+
+
+def test_instances_set_needs_a_choice(cli: Any) -> None:
+    result = cli("instances", "set", "--account", "Acme", "sales")
+    assert result.exit_code == 2
+
+
+def test_seed_tops_instances_up_and_is_idempotent(cli: Any, store: Any) -> None:
+    _token(cli("accounts", "create", "Acme"))
+    _token(cli("instances", "create", "--account", "Acme", "sales"))
+    first = cli("seed", "--account", "Acme", "--messages", "300", "--days", "10")
+    assert first.exit_code == 0, first.output
+    assert "300 messages added" in first.output
+    second = cli("seed", "--account", "Acme", "--messages", "300")
+    assert "0 messages added" in second.output
+    assert store.messages.count_documents({}) == 300
+
+
+def test_seed_without_account_creates_the_demo(cli: Any, store: Any) -> None:
+    result = cli("seed", "--messages", "50")
+    assert result.exit_code == 0, result.output
+    assert "account token" in result.output
+    assert store.instances.count_documents({}) == 3
+    assert store.messages.count_documents({}) == 150
+
+
+def test_seed_rejects_unknown_instances(cli: Any) -> None:
+    _token(cli("accounts", "create", "Acme"))
+    result = cli("seed", "--account", "Acme", "--instance", "ghost", "--messages", "1")
+    assert result.exit_code == 1 and "ghost" in result.output
+
+
+def test_unreachable_database_is_a_clear_error(database_name: str) -> None:
+    env = {
+        "MONGODB_URI": f"mongodb://127.0.0.1:{free_port()}/?directConnection=true",
+        "MONGODB_DATABASE": database_name,
+        "MONGODB_SERVER_SELECTION_TIMEOUT_MS": "300",
+    }
+    result = CliRunner().invoke(main, ["accounts", "create", "Acme"], env=env)
+    assert result.exit_code == 1
+    assert "cannot be reached" in result.output
+
+
+def test_export_schema_matches_schema_graphql(tmp_path: Path) -> None:
+    target = tmp_path / "schema.graphql"
+    result = CliRunner().invoke(main, ["export-schema", "--output", str(target)])
+    assert result.exit_code == 0
+    committed = Path(__file__).parents[1] / "schema.graphql"
+    assert target.read_text(encoding="utf-8") == committed.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["serve"],
+        ["embedded-db"],
+        ["export-schema"],
+        ["accounts"],
+        ["accounts", "create"],
+        ["instances"],
+        ["instances", "create"],
+        ["instances", "list"],
+        ["instances", "set"],
+        ["seed"],
+    ],
+)
+def test_every_command_has_help(command: list[str]) -> None:
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).with_name("message-metrics")
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "instances" in result.stdout
