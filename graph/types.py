@@ -12,10 +12,12 @@ __all__ = ["DATETIME_SCALAR", "KeyCount", "Metrics", "format_datetime"]
 
 
 def format_datetime(value: datetime) -> str:
-    """ISO 8601 in UTC with a trailing ``Z`` (naive values are taken as UTC)."""
+    """ISO 8601 in UTC with a trailing ``Z``, to the millisecond (BSON's precision) when
+    there is a fraction; naive values are taken as UTC."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    timespec = "milliseconds" if value.microsecond else "seconds"
+    return value.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def _parse_datetime(value: object) -> datetime:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +155,11 @@ async def test_too_many_aliases_are_refused(db: Database) -> None:
     aliases = " ".join(f"m{n}: metrics {{ totalMessages }}" for n in range(11))
     result = await schema.execute(f"{{ {aliases} }}", context_value=context)
     assert result.errors and "aliases" in result.errors[0].message.lower()
+
+
+async def test_fractional_dates_keep_milliseconds(db: Database) -> None:
+    tenant = await make_tenant(db)
+    stamp = datetime(2026, 11, 20, 8, 30, 15, 120_000, tzinfo=UTC)
+    await db.messages.insert_one(message(tenant.instance_ids["sales"], timestamp=stamp))
+    result = await _run(db, tenant.account_token, ["sales"])
+    assert result.data["metrics"]["firstMessageAt"] == "2026-11-20T08:30:15.120Z"
