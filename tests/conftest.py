@@ -8,12 +8,11 @@ from uuid import uuid4
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
-from graph import Settings, create_app
+from graph import Settings
 from graph.embedded import EmbeddedDatabase
 from resolvers import Database, ensure_indexes, open_client
-from tests.factories import NOW
+from tests.factories import app_client
 
 
 @pytest.fixture(scope="session")
@@ -51,9 +50,6 @@ def settings(mongodb_uri: str, database_name: str) -> Settings:
 
 @pytest.fixture
 async def http(settings: Settings, db: Database) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client on the whole app, inside its lifespan, with the clock frozen at NOW."""
-    app = create_app(settings, clock=lambda: NOW)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield client
+    """An HTTP client on the whole app (with ``settings``), clock frozen at NOW."""
+    async with app_client(settings) as client:
+        yield client

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
+from asgi_lifespan import LifespanManager
 from bson import ObjectId
 
+from graph import Settings, create_app
 from resolvers import Database
 from resolvers.admin import create_account, create_instance
 
@@ -61,3 +66,13 @@ def message(instance_id: ObjectId, *, days_ago: float = 1.0, **fields: Any) -> d
     }
     doc.update(fields)
     return doc
+
+
+@asynccontextmanager
+async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the whole app, inside its lifespan, with the clock frozen at NOW."""
+    app = create_app(settings, clock=lambda: NOW)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client

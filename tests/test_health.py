@@ -6,21 +6,12 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
-from graph import Settings, create_app
+from graph import Settings
 from graph.embedded import EmbeddedDatabase, free_port
-from tests.factories import NOW
+from tests.factories import app_client
 
 FAST = {"mongodb_server_selection_timeout_ms": 300, "mongodb_query_timeout_ms": 2_000}
-
-
-async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, clock=lambda: NOW)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield client
 
 
 @pytest.fixture
@@ -28,7 +19,7 @@ async def no_database(database_name: str) -> AsyncIterator[httpx.AsyncClient]:
     """The app pointed at a port where nothing listens."""
     uri = f"mongodb://127.0.0.1:{free_port()}/?directConnection=true"
     settings = Settings(mongodb_uri=uri, mongodb_database=database_name, **FAST)
-    async for client in _client(settings):
+    async with app_client(settings) as client:
         yield client
 
 
@@ -67,7 +58,7 @@ async def test_health_recovers_when_the_database_comes_back(database_name: str) 
     server.start()
     try:
         settings = Settings(mongodb_uri=server.uri, mongodb_database=database_name, **FAST)
-        async for client in _client(settings):
+        async with app_client(settings) as client:
             assert (await client.get("/health")).status_code == 200
             server.stop()
             assert (await client.get("/health")).status_code == 503

@@ -7,11 +7,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
-from graph import Settings, create_app
+from graph import Settings
 from resolvers import Database
-from tests.factories import NOW, Tenant, make_tenant
+from tests.factories import Tenant, app_client, make_tenant
 
 LIGHT_QUERY = {"query": "{ __typename }"}
 
@@ -24,11 +23,8 @@ async def tenant(db: Database) -> Tenant:
 @pytest.fixture
 async def tight(settings: Settings, db: Database) -> AsyncIterator[httpx.AsyncClient]:
     """The app with a limit of 3 requests per minute."""
-    app = create_app(settings.model_copy(update={"rate_limit_per_minute": 3}), clock=lambda: NOW)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield client
+    async with app_client(settings.model_copy(update={"rate_limit_per_minute": 3})) as client:
+        yield client
 
 
 async def test_the_101st_request_in_a_minute_is_429_across_rest_and_graphql(
