@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -113,6 +114,9 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
             _print_demo(tokens, settings)
         app = create_app(settings.model_copy(update={"mongodb_uri": target.uri}))
         click.echo(f"GraphiQL: http://{settings.host}:{settings.port}/graphql")
+        # uvicorn re-raises SIGTERM once it has shut down; make that unwind this block so
+        # the embedded database is stopped too, instead of the process dying on the spot.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         uvicorn.run(
             app,
             host=settings.host,
@@ -120,6 +124,10 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
             log_level=settings.log_level,
             access_log=False,  # the app logs each request as JSON
         )
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _run_on(settings: Settings, uri: str, action: Callable[[Database], Awaitable[T]]) -> T:
