@@ -145,7 +145,7 @@ def _demo(settings: Settings) -> Callable[[Database], Awaitable[DemoTokens]]:
 
 
 def _print_demo(tokens: DemoTokens, settings: Settings) -> None:
-    click.echo("Demo data (embedded database). Tokens are new on every start:")
+    click.echo("Demo account (its tokens are renewed each time they are printed):")
     click.echo(f"  account token (all instances): {tokens.account}")
     for name, token in tokens.instances.items():
         click.echo(f"  instance token for {name!r}: {token}")

@@ -114,7 +114,8 @@ def _match(instances: Sequence[InstanceRef]) -> dict[str, Any]:
     match: dict[str, Any] = {"instanceId": {"$in": [ref.id for ref in instances]}}
     ignoring = [ref.id for ref in instances if ref.ignore_group_messages]
     if ignoring:
-        match["$nor"] = [{"instanceId": {"$in": ignoring}, "$expr": _IS_GROUP}]
+        ignored = {"$and": [{"$in": ["$instanceId", ignoring]}, _IS_GROUP]}
+        match["$expr"] = {"$not": [ignored]}
     return match
 
 

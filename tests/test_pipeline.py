@@ -22,7 +22,9 @@ def test_match_selects_instances_by_indexed_field() -> None:
 def test_match_drops_group_messages_only_of_ignoring_instances() -> None:
     refs = [InstanceRef(A, "a", True), InstanceRef(B, "b", False)]
     match = build_metrics_pipeline(instances=refs, now=NOW)[0]["$match"]
-    assert match["$nor"] == [{"instanceId": {"$in": [A]}, "$expr": {"$eq": ["$isGroup", True]}}]
+    assert match["instanceId"] == {"$in": [A, B]}
+    ignored = {"$and": [{"$in": ["$instanceId", [A]]}, {"$eq": ["$isGroup", True]}]}
+    assert match["$expr"] == {"$not": [ignored]}
 
 
 def test_recent_windows_start_seven_and_thirty_days_before_now() -> None:
