@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import click
 from strawberry.printer import print_schema
@@ -73,10 +73,14 @@ async def _with_db(settings: Settings, uri: str, action: Callable[[Database], Aw
 def _run(settings: Settings, action: Callable[[Database], Awaitable[T]]) -> T:
     """Run ``action`` against the configured database; domain errors end the command."""
     with _database(settings) as target:
-        try:
-            return asyncio.run(_with_db(settings, target.uri, action))
-        except MetricsError as exc:
-            raise click.ClickException(exc.message) from exc
+        return _run_on(settings, target.uri, action)
+
+
+def _run_on(settings: Settings, uri: str, action: Callable[[Database], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(_with_db(settings, uri, action))
+    except MetricsError as exc:
+        raise click.ClickException(exc.message) from exc
 
 
 def _now() -> datetime:
@@ -110,8 +114,12 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     )
     with _database(settings) as target:
         if target.embedded:
-            tokens = _run_on(settings, target.uri, _demo(settings))
-            _print_demo(tokens, settings)
+            tokens = _run_on(
+                settings,
+                target.uri,
+                lambda db: seed_demo(db=db, now=_now(), messages=settings.demo_messages),
+            )
+            _print_demo(tokens)
         app = create_app(settings.model_copy(update={"mongodb_uri": target.uri}))
         click.echo(f"GraphiQL: http://{settings.host}:{settings.port}/graphql")
         # uvicorn re-raises SIGTERM once it has shut down; make that unwind this block so
@@ -130,21 +138,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _run_on(settings: Settings, uri: str, action: Callable[[Database], Awaitable[T]]) -> T:
-    try:
-        return asyncio.run(_with_db(settings, uri, action))
-    except MetricsError as exc:
-        raise click.ClickException(exc.message) from exc
-
-
-def _demo(settings: Settings) -> Callable[[Database], Awaitable[DemoTokens]]:
-    async def action(db: Database) -> DemoTokens:
-        return await seed_demo(db=db, now=_now(), messages=settings.demo_messages)
-
-    return action
-
-
-def _print_demo(tokens: DemoTokens, settings: Settings) -> None:
+def _print_demo(tokens: DemoTokens) -> None:
     click.echo("Demo account (its tokens are renewed each time they are printed):")
     click.echo(f"  account token (all instances): {tokens.account}")
     for name, token in tokens.instances.items():
@@ -198,11 +192,7 @@ def accounts() -> None:
 @click.pass_obj
 def accounts_create(settings: Settings, name: str) -> None:
     """Create an account and print its token (shown only this once)."""
-
-    async def action(db: Database) -> Any:
-        return await create_account(db=db, name=name, now=_now())
-
-    created = _run(settings, action)
+    created = _run(settings, lambda db: create_account(db=db, name=name, now=_now()))
     click.echo(f"account {created.name!r} created, id {created.id}")
     click.echo(f"token (store it now, it is not shown again): {created.token}")
 
@@ -221,17 +211,16 @@ def instances_create(
     settings: Settings, account: str, ignore_group_messages: bool, name: str
 ) -> None:
     """Create an instance and print its token (shown only this once)."""
-
-    async def action(db: Database) -> Any:
-        return await create_instance(
+    created = _run(
+        settings,
+        lambda db: create_instance(
             db=db,
             account=account,
             name=name,
             ignore_group_messages=ignore_group_messages,
             now=_now(),
-        )
-
-    created = _run(settings, action)
+        ),
+    )
     click.echo(f"instance {created.name!r} created, id {created.id}")
     click.echo(f"token (store it now, it is not shown again): {created.token}")
 
@@ -241,11 +230,7 @@ def instances_create(
 @click.pass_obj
 def instances_list(settings: Settings, account: str | None) -> None:
     """List instances: id, account id, name and settings."""
-
-    async def action(db: Database) -> Any:
-        return await list_instances(db=db, account=account)
-
-    rows = _run(settings, action)
+    rows = _run(settings, lambda db: list_instances(db=db, account=account))
     if not rows:
         click.echo("no instances")
     for row in rows:
@@ -268,13 +253,11 @@ def instances_set(
     """Change an instance's settings."""
     if ignore_group_messages is None:
         raise click.UsageError("say --ignore-group-messages or --no-ignore-group-messages")
-
-    async def action(db: Database) -> Any:
-        return await set_ignore_group_messages(
-            db=db, account=account, name=name, value=ignore_group_messages
-        )
-
-    info = _run(settings, action)
+    value = ignore_group_messages
+    info = _run(
+        settings,
+        lambda db: set_ignore_group_messages(db=db, account=account, name=name, value=value),
+    )
     click.echo(
         f"instance {info.name!r}: ignoreGroupMessages={str(info.ignore_group_messages).lower()}"
     )
@@ -314,7 +297,7 @@ def seed(
     async def action(db: Database) -> int:
         if account is None:
             tokens = await seed_demo(db=db, now=_now(), messages=0)
-            _print_demo(tokens, settings)
+            _print_demo(tokens)
         rows = await list_instances(db=db, account=account or await _demo_account_id(db))
         chosen = [row for row in rows if not names or row.name in names]
         unknown = sorted(set(names) - {row.name for row in chosen})

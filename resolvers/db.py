@@ -44,9 +44,12 @@ def translate_driver_errors() -> Iterator[None]:
     """Report an unreachable or overloaded database as ``Unavailable``, never a stack trace."""
     try:
         yield
-    except (ConnectionFailure, ExecutionTimeout, WTimeoutError) as exc:
-        _log.warning("database unavailable: %s", exc)
+    except ConnectionFailure as exc:
+        _log.warning("database unreachable: %s", exc)
         raise Unavailable("The database cannot be reached; try again shortly.") from exc
+    except (ExecutionTimeout, WTimeoutError) as exc:
+        _log.warning("database timed out: %s", exc)
+        raise Unavailable("The database did not answer in time; try again shortly.") from exc
     except PyMongoError as exc:
         if exc.timeout:
             _log.warning("database timed out: %s", exc)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from bson import ObjectId
 
-from resolvers import Database, InstanceRef, fetch_metrics
+from resolvers import Database, InstanceRef, Unavailable, fetch_metrics
+from resolvers.seed import generate_messages
 from tests.factories import NOW, message
 
 A, B = ObjectId(), ObjectId()
@@ -76,3 +78,10 @@ async def test_metrics_of_no_messages_are_zero_with_null_dates(db: Database) -> 
     got = await fetch_metrics(db=db, instances=[InstanceRef(A, "a", False)], now=NOW)
     assert got.total_messages == 0 and got.messages_by_type["text"] == 0
     assert got.first_message_at is None and got.last_message_at is None
+
+
+async def test_a_query_over_its_time_limit_is_unavailable_not_unreachable(db: Database) -> None:
+    messages = generate_messages(instance_id=A, count=5_000, days=90, now=NOW, seed=7)
+    await db.messages.insert_many(list(messages))
+    with pytest.raises(Unavailable, match="did not answer in time"):
+        await fetch_metrics(db=db, instances=[InstanceRef(A, "a", False)], now=NOW, max_time_ms=1)
