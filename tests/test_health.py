@@ -40,10 +40,11 @@ async def test_health_is_503_degraded_when_the_database_is_down(
     assert body["status"] == "degraded" and body["checks"]["db"] != "ok"
 
 
+@pytest.mark.parametrize("prefix", ["/metrics", "/api/instance/metrics"])
 async def test_rest_and_graphql_answer_503_when_the_database_is_down(
-    no_database: httpx.AsyncClient,
+    no_database: httpx.AsyncClient, prefix: str
 ) -> None:
-    rest = await no_database.get("/metrics/sales", headers={"token": "t"})
+    rest = await no_database.get(f"{prefix}/sales", headers={"token": "t"})
     assert rest.status_code == 503
     assert set(rest.json()) == {"success", "error"} and rest.json()["success"] is False
     graphql = await no_database.post(

@@ -98,3 +98,17 @@ async def test_health_is_outside_the_limit(tight: httpx.AsyncClient) -> None:
         response = await tight.get("/health")
         assert response.status_code == 200
         assert "X-RateLimit-Limit" not in response.headers
+
+
+@pytest.mark.parametrize("prefix", ["/metrics", "/api/instance/metrics"])
+async def test_both_rest_paths_answer_429_in_the_envelope_with_retry_after(
+    tight: httpx.AsyncClient, tenant: Tenant, prefix: str
+) -> None:
+    headers = {"token": tenant.account_token}
+    for _ in range(3):
+        assert (await tight.get(f"{prefix}/sales", headers=headers)).status_code == 200
+    limited = await tight.get(f"{prefix}/sales", headers=headers)
+    assert limited.status_code == 429
+    assert set(limited.json()) == {"success", "error"} and limited.json()["success"] is False
+    assert limited.headers["X-RateLimit-Remaining"] == "0"
+    assert int(limited.headers["Retry-After"]) >= 1

@@ -192,14 +192,15 @@ async def test_other_methods_and_paths_get_the_envelope(http: httpx.AsyncClient)
     _assert_envelope(await http.get("/nowhere"), 404)
 
 
+@pytest.mark.parametrize("prefix", PREFIXES)
 async def test_a_bug_is_500_without_internal_detail(
-    http: httpx.AsyncClient, acme: Tenant, monkeypatch: pytest.MonkeyPatch
+    http: httpx.AsyncClient, acme: Tenant, monkeypatch: pytest.MonkeyPatch, prefix: str
 ) -> None:
     async def broken(**_: Any) -> Any:
         raise RuntimeError("secret internal detail")
 
     monkeypatch.setattr("graph.query.fetch_metrics", broken)
-    message_text = _assert_envelope(await _get(http, "/metrics/sales", acme.account_token), 500)
+    message_text = _assert_envelope(await _get(http, f"{prefix}/sales", acme.account_token), 500)
     assert "secret" not in message_text
     graphql = await http.post(
         "/graphql",
