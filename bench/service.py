@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import httpx
 
-__all__ = ["Service", "ServiceError", "free_port", "run_service"]
+from graph.embedded import free_port, stop_process
+
+__all__ = ["Service", "ServiceError", "run_service"]
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -34,12 +35,6 @@ class Service:
     def log_tail(self, size: int = 3000) -> str:
         """The end of the service's output (warnings and errors only)."""
         return _tail(self.log, size)
-
-
-def free_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def service_env(*, uri: str, database: str, query_timeout_ms: int) -> dict[str, str]:
@@ -87,17 +82,6 @@ def _wait(process: subprocess.Popen[bytes], base_url: str, log: IO[bytes], timeo
     raise ServiceError(f"the service did not answer within {timeout:.0f}s:\n{_tail(log)}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @contextmanager
 def run_service(
     *, uri: str, database: str, query_timeout_ms: int, startup_timeout: float = 60.0
@@ -116,4 +100,4 @@ def run_service(
             _wait(process, base_url, log, startup_timeout)
             yield Service(base_url=base_url, log=log)
         finally:
-            _stop(process)
+            stop_process(process)

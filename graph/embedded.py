@@ -17,7 +17,13 @@ from typing import IO
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-__all__ = ["EmbeddedDatabase", "EmbeddedDatabaseError", "free_port", "is_reachable"]
+__all__ = [
+    "EmbeddedDatabase",
+    "EmbeddedDatabaseError",
+    "free_port",
+    "is_reachable",
+    "stop_process",
+]
 
 EXECUTABLE = "secantusd-py"
 
@@ -45,6 +51,18 @@ def is_reachable(uri: str, *, timeout_ms: int = 500) -> bool:
         return False
     finally:
         client.close()
+
+
+def stop_process(process: subprocess.Popen[bytes], *, grace: float = 15.0) -> None:
+    """Terminate a child process, killing it if it is still there after ``grace`` seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _executable() -> str:
@@ -123,13 +141,8 @@ class EmbeddedDatabase:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            stop_process(process)
         if self._log is not None:
             self._log.close()
             self._log = None
