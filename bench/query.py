@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
+from graph.rest import LEGACY_FIELDS
+
 __all__ = ["FULL_METRICS_QUERY"]
 
-FULL_METRICS_QUERY = """
-query BenchMetrics($instances: [String!]) {
-  metrics(instances: $instances) {
-    instance instances totalMessages messagesReceived messagesSent
-    messagesByType { key count }
-    groupMessages individualMessages messagesWithMedia
-    mediaByType { key count }
-    messagesByStatus { key count }
-    uniqueChats uniqueGroups uniqueContacts
-    messagesLast7Days messagesLast30Days firstMessageAt lastMessageAt
-  }
-}
+FULL_METRICS_QUERY = f"""
+query BenchMetrics($instances: [String!]) {{
+  metrics(instances: $instances) {{ instances {LEGACY_FIELDS} }}
+}}
 """

@@ -15,10 +15,8 @@ from graph.responses import rest_error
 
 __all__ = ["METRICS_QUERY", "reshape", "rest_routes"]
 
-#: What ``GET /metrics/{instances}`` runs: every field of the legacy response.
-METRICS_QUERY = """
-query LegacyMetrics($instances: [String!]!) {
-  metrics(instances: $instances) {
+#: Every field of the legacy response, in its order (``Metrics`` has ``instances`` too).
+LEGACY_FIELDS = """
     instance totalMessages messagesReceived messagesSent
     messagesByType { key count }
     groupMessages individualMessages messagesWithMedia
@@ -26,8 +24,13 @@ query LegacyMetrics($instances: [String!]!) {
     messagesByStatus { key count }
     uniqueChats uniqueGroups uniqueContacts
     messagesLast7Days messagesLast30Days firstMessageAt lastMessageAt
-  }
-}
+"""
+
+#: What ``GET /metrics/{instances}`` runs.
+METRICS_QUERY = f"""
+query LegacyMetrics($instances: [String!]!) {{
+  metrics(instances: $instances) {{{LEGACY_FIELDS}  }}
+}}
 """
 
 _SUCCESS = "Metrics retrieved successfully"
