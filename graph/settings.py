@@ -33,5 +33,15 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=100, gt=0)
     rate_limit_storage_uri: str = "memory://"
     graphql_max_aliases: int = Field(default=10, ge=0)
-    graphql_max_depth: int = Field(default=6, ge=1)
+    graphql_max_depth: int = Field(default=10, ge=1)
+    graphql_max_tokens: int = Field(default=5_000, ge=1)
+    graphql_max_cost: int = Field(default=20, ge=1)
+    graphql_mutation_cost: int = Field(default=5, ge=1)
+    graphql_public_introspection: bool = False
+    max_body_bytes: int = Field(default=65_536, ge=1)
+    body_read_timeout_ms: int = Field(default=10_000, gt=0)
+    max_in_flight_per_token: int = Field(default=8, ge=1)
+    max_in_flight: int = Field(default=16, ge=1)
+    request_timeout_ms: int = Field(default=10_000, gt=0)
+    forwarded_allow_ips: str | None = None
     log_level: LogLevel = "info"
