@@ -1,7 +1,8 @@
 """Pure builders of the metrics aggregation pipeline and the reader of its result.
 
 One ``$match`` on the indexed ``instanceId`` selects the messages of every named
-instance (minus group messages of instances that ignore them); one ``$facet`` computes
+instance (an ObjectId ``instanceId`` only; minus group messages of instances that ignore
+them); one ``$facet`` computes
 every metric in a single round trip. Distinct counts are counted per instance, as
 distinct ``(instanceId, value)`` pairs, so several instances sum exactly as the
 contract says and no stage ever builds an unbounded array.
@@ -111,7 +112,10 @@ def build_metrics_pipeline(
 
 
 def _match(instances: Sequence[InstanceRef]) -> dict[str, Any]:
-    match: dict[str, Any] = {"instanceId": {"$in": [ref.id for ref in instances]}}
+    # A query on an array field matches its elements: without ``$not``, a document whose
+    # instanceId is ``[id]`` would count for that instance. Only an ObjectId attributes.
+    ids = [ref.id for ref in instances]
+    match: dict[str, Any] = {"instanceId": {"$in": ids, "$not": {"$type": "array"}}}
     ignoring = [ref.id for ref in instances if ref.ignore_group_messages]
     if ignoring:
         ignored = {"$and": [{"$in": ["$instanceId", ignoring]}, _IS_GROUP]}

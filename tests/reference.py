@@ -44,7 +44,12 @@ def _is_date(value: Any) -> bool:
 def one_instance(
     docs: Iterable[dict[str, Any]], *, instance_id: ObjectId, ignore_groups: bool, now: datetime
 ) -> dict[str, Any]:
-    mine = [d for d in docs if d.get("instanceId") == instance_id]
+    # attribution: only an ObjectId instanceId counts (not an array holding it, not a string)
+    mine = [
+        d
+        for d in docs
+        if isinstance(d.get("instanceId"), ObjectId) and d["instanceId"] == instance_id
+    ]
     if ignore_groups:
         mine = [d for d in mine if d.get("isGroup") is not True]
     dates = [d["timestamp"] for d in mine if _is_date(d.get("timestamp"))]

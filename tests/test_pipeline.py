@@ -16,13 +16,13 @@ A, B = ObjectId(), ObjectId()
 def test_match_selects_instances_by_indexed_field() -> None:
     refs = [InstanceRef(A, "a", False), InstanceRef(B, "b", False)]
     match = build_metrics_pipeline(instances=refs, now=NOW)[0]["$match"]
-    assert match == {"instanceId": {"$in": [A, B]}}
+    assert match == {"instanceId": {"$in": [A, B], "$not": {"$type": "array"}}}
 
 
 def test_match_drops_group_messages_only_of_ignoring_instances() -> None:
     refs = [InstanceRef(A, "a", True), InstanceRef(B, "b", False)]
     match = build_metrics_pipeline(instances=refs, now=NOW)[0]["$match"]
-    assert match["instanceId"] == {"$in": [A, B]}
+    assert match["instanceId"] == {"$in": [A, B], "$not": {"$type": "array"}}
     ignored = {"$and": [{"$in": ["$instanceId", [A]]}, {"$eq": ["$isGroup", True]}]}
     assert match["$expr"] == {"$not": [ignored]}
 

@@ -74,13 +74,32 @@ _FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "type": _maybe(_names, 3, True, ["text"]),
     "status": _maybe(_names, 2.5),
     "media": st.one_of(_media, st.just(_MISSING)),
-    "timestamp": _maybe(st.one_of(_dates, _edges), "2026-11-20T00:00:00Z", 1_700_000_000),
+    "timestamp": _maybe(
+        st.one_of(_dates, _edges),
+        "2026-11-20T00:00:00Z",
+        1_700_000_000,
+        [NOW - timedelta(days=1)],
+    ),
 }
+
+
+def _odd_owner(instance_id: ObjectId) -> st.SearchStrategy[Any]:
+    """Not an ObjectId, yet close to one: such a message counts for no instance."""
+    return st.sampled_from(
+        [[instance_id], [instance_id, INSTANCE_IDS[-1]], str(instance_id), _MISSING, None]
+    )
+
+
+# mostly an ObjectId; sometimes an array holding it, its string, missing or null
+_owners = st.sampled_from(INSTANCE_IDS).flatmap(
+    lambda i: st.one_of(st.just(i), st.just(i), st.just(i), st.just(i), _odd_owner(i))
+)
 
 
 @st.composite
 def _message(draw: st.DrawFn) -> dict[str, Any]:
-    doc = {"instanceId": draw(st.sampled_from(INSTANCE_IDS))}
+    owner = draw(_owners)
+    doc = {} if owner is _MISSING else {"instanceId": owner}
     for field, strategy in _FIELDS.items():
         value = draw(strategy)
         if value is not _MISSING:
