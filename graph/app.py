@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,35 +16,29 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
 
-from graph.context import Clock, Context, build_context, system_clock
+from graph.admission import Admission
+from graph.context import Clock, OperationLimits, system_clock
+from graph.deadline import Deadline
+from graph.disconnect import CancelOnDisconnect
+from graph.errors import INTERNAL_CODE, code_for_status
 from graph.gate import Gate
 from graph.health import health, service_version
 from graph.logs import RequestLog, configure_logging
 from graph.query import schema
 from graph.ratelimit import RateLimiter
-from graph.responses import envelope
+from graph.responses import InternalErrors, error_for_path
 from graph.rest import rest_routes
 from graph.settings import Settings
+from graph.view import MetricsGraphQL
 from resolvers import Database, Unavailable, ensure_indexes, open_client
 
-__all__ = ["GRAPHQL_PATH", "REST_PREFIXES", "MetricsGraphQL", "create_app"]
+__all__ = ["GRAPHQL_PATH", "REST_PREFIXES", "create_app"]
 
 GRAPHQL_PATH = "/graphql"
 REST_PREFIXES = ("/metrics", "/api/instance/metrics")
 
 _log = logging.getLogger(__name__)
-
-
-class MetricsGraphQL(GraphQL[Context, None]):
-    """Strawberry's ASGI view with our typed context."""
-
-    async def get_context(
-        self, request: Request | WebSocket, response: Response | WebSocket
-    ) -> Context:
-        return build_context(request)
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock = system_clock) -> Starlette:
@@ -63,6 +57,16 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     ]
     middleware = [
         Middleware(RequestLog),
+        Middleware(InternalErrors, graphql_path=GRAPHQL_PATH),
+        Middleware(Deadline, seconds=settings.request_timeout_ms / 1000),
+        Middleware(
+            Admission,
+            paths=(GRAPHQL_PATH, *REST_PREFIXES),
+            per_caller=settings.max_in_flight_per_token,
+            overall=settings.max_in_flight,
+            graphql_path=GRAPHQL_PATH,
+        ),
+        Middleware(CancelOnDisconnect, paths=(GRAPHQL_PATH, *REST_PREFIXES)),
         Middleware(Gate, paths=(GRAPHQL_PATH, *REST_PREFIXES), limiter=limiter),
     ]
     return Starlette(
@@ -79,7 +83,6 @@ def _lifespan(settings: Settings, uri: str, clock: Clock) -> Any:
         client = open_client(
             uri,
             server_selection_timeout_ms=settings.mongodb_server_selection_timeout_ms,
-            query_timeout_ms=settings.mongodb_query_timeout_ms,
         )
         async with client:
             db = client[settings.mongodb_database]
@@ -88,7 +91,7 @@ def _lifespan(settings: Settings, uri: str, clock: Clock) -> Any:
                 yield {
                     "db": db,
                     "clock": clock,
-                    "query_timeout_ms": settings.mongodb_query_timeout_ms,
+                    "limits": OperationLimits.from_settings(settings),
                     "started": time.monotonic(),
                     "version": service_version(),
                 }
@@ -115,10 +118,21 @@ async def _ensure_indexes_eventually(db: Database, *, max_delay: float = 60.0) -
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
+    """Routing's refusals (unknown path, wrong method) in the shape of their surface."""
     assert isinstance(exc, HTTPException)
-    return envelope(status=exc.status_code, message=exc.detail, headers=exc.headers)
+    code = code_for_status(exc.status_code)
+    return _shaped(request, code=code, message=exc.detail, headers=exc.headers)
 
 
 async def _server_error(request: Request, exc: Exception) -> JSONResponse:
+    """The last resort, outside every middleware (``InternalErrors`` answers the rest)."""
     _log.error("unhandled error", exc_info=exc)
-    return envelope(status=500, message="Internal server error.")
+    return _shaped(request, code=INTERNAL_CODE, message="Internal server error.")
+
+
+def _shaped(
+    request: Request, *, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return error_for_path(
+        request.scope, graphql_path=GRAPHQL_PATH, code=code, message=message, headers=headers
+    )
