@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from graph.admission import Admission
+from graph.body import BodyLimit
 from graph.context import Clock, OperationLimits, system_clock
 from graph.deadline import Deadline
 from graph.disconnect import CancelOnDisconnect
@@ -58,6 +59,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     middleware = [
         Middleware(RequestLog),
         Middleware(InternalErrors, graphql_path=GRAPHQL_PATH),
+        Middleware(
+            BodyLimit,
+            max_bytes=settings.max_body_bytes,
+            read_timeout=settings.body_read_timeout_ms / 1000,
+            graphql_path=GRAPHQL_PATH,
+        ),
         Middleware(Deadline, seconds=settings.request_timeout_ms / 1000),
         Middleware(
             Admission,
