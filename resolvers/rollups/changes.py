@@ -1,0 +1,136 @@
+"""The summed effect of message changes on the rollups (pure, in memory).
+
+A change of one message from ``before`` to ``after`` adds ``contribution(after)`` and
+subtracts ``contribution(before)``; ``Changes`` keeps the sum, with every entry that
+nets to zero dropped. So a status update touches only the status counters, a delete
+cancels its insert to nothing, and a build (inserts of every document) is the same
+fold as the stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+from bson import ObjectId
+
+from resolvers.rollups.contribution import Contribution, Flag, Kind, contribution
+from resolvers.rollups.keys import Level, floor_to
+
+__all__ = ["BucketKey", "Changes", "ValueKey", "next_extreme"]
+
+BucketKey = tuple[ObjectId, datetime]
+"""(instance, bucket start)."""
+ValueKey = tuple[ObjectId, Kind, str]
+"""(instance, kind, value)."""
+
+_K = TypeVar("_K", bound=Hashable)
+_F = TypeVar("_F", bound=Hashable)
+
+
+class Changes:
+    """The summed effect of message changes on the rollups (pure, in memory).
+
+    Counter paths are relative to ``c`` and start with the flag: ``o.n``, ``g.t.text``.
+    """
+
+    __slots__ = ("_buckets", "_instances", "_times", "_values")
+
+    def __init__(self) -> None:
+        self._instances: dict[ObjectId, dict[str, int]] = {}
+        self._buckets: dict[Level, dict[BucketKey, dict[str, int]]] = {level: {} for level in Level}
+        self._values: dict[ValueKey, dict[Flag, int]] = {}
+        self._times: dict[tuple[ObjectId, Flag], dict[datetime, int]] = {}
+
+    def add(self, *, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> None:
+        """One message went from ``before`` to ``after`` (None = absent)."""
+        self._add(contribution(before), sign=-1)
+        self._add(contribution(after), sign=1)
+
+    def is_empty(self) -> bool:
+        return not (self._instances or self._values or self._times or any(self._buckets.values()))
+
+    @property
+    def instances(self) -> frozenset[ObjectId]:
+        """The instances touched."""
+        return frozenset(self._instances) | frozenset(i for i, _ in self._times)
+
+    def instance_counters(self) -> Mapping[ObjectId, Mapping[str, int]]:
+        """All-time counter deltas per instance (undated messages included)."""
+        return self._instances
+
+    def bucket_counters(self, level: Level) -> Mapping[BucketKey, Mapping[str, int]]:
+        """Counter deltas per bucket of ``level`` (dated messages only)."""
+        return self._buckets[level]
+
+    def value_counts(self) -> Mapping[ValueKey, Mapping[Flag, int]]:
+        """Message-count deltas per distinct value and flag."""
+        return self._values
+
+    def timestamps(self) -> Mapping[tuple[ObjectId, Flag], Mapping[datetime, int]]:
+        """Net number of dated messages added (> 0) or removed (< 0) per timestamp."""
+        return self._times
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Changes):
+            return NotImplemented
+        return (
+            self._instances == other._instances
+            and self._buckets == other._buckets
+            and self._values == other._values
+            and self._times == other._times
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Changes(instances={self._instances!r}, buckets={self._buckets!r}, "
+            f"values={self._values!r}, times={self._times!r})"
+        )
+
+    def _add(self, part: Contribution | None, *, sign: int) -> None:
+        if part is None:
+            return
+        paths = [f"{part.flag}.{name}" for name in part.counters]
+        _bump(self._instances, part.instance, paths, sign)
+        if part.timestamp is not None:
+            for level in Level:
+                start = floor_to(part.timestamp, level)
+                _bump(self._buckets[level], (part.instance, start), paths, sign)
+            _bump(self._times, (part.instance, part.flag), [part.timestamp], sign)
+        for kind, value in part.values:
+            _bump(self._values, (part.instance, kind, value), [part.flag], sign)
+
+
+def _bump(table: dict[_K, dict[_F, int]], key: _K, fields: list[_F], sign: int) -> None:
+    """Add ``sign`` to each of ``fields`` of ``table[key]``, dropping what nets to zero."""
+    entry = table.setdefault(key, {})
+    for field in fields:
+        total = entry.get(field, 0) + sign
+        if total:
+            entry[field] = total
+        else:
+            del entry[field]
+    if not entry:
+        del table[key]
+
+
+def next_extreme(
+    *, stored: datetime | None, times: Mapping[datetime, int], lowest: bool
+) -> tuple[bool, datetime | None]:
+    """The smallest (``lowest``) or largest timestamp after net changes ``times``, from the
+    ``stored`` one alone: ``(True, value)``; ``(False, None)`` when a removed timestamp
+    may have been the extreme, so it must be looked up again (drill down)."""
+    pick = min if lowest else max
+    added = [moment for moment, net in times.items() if net > 0]
+    removed = [moment for moment, net in times.items() if net < 0]
+    best = pick([moment for moment in (stored, *added) if moment is not None], default=None)
+    if not removed:
+        return True, best
+    if stored is None or best is None:
+        return False, None
+    gone = pick(removed)
+    safe = gone > best if lowest else gone < best
+    return (True, best) if safe else (False, None)
