@@ -1,8 +1,11 @@
 """The gate in front of every metrics surface: who is calling, and how often.
 
-It authenticates the token (by hash), charges one request to the caller's bucket (the
+It authenticates the token (by hash), charges one point to the caller's bucket (the
 token's, or the client address's when the token is missing or unknown), refuses callers
-over the limit, and adds the rate-limit headers to whatever the route answers.
+over the limit, and adds the rate-limit headers to whatever the route answers. It leaves
+a ``Meter`` in the request state: GraphQL charges the rest of an operation's cost to the
+same bucket once it is known, and the headers report the last charge. When the bucket
+storage cannot be reached, requests are refused with 503 (fail closed).
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from graph.ratelimit import Decision, RateLimiter
+from graph.ratelimit import Decision, Meter, RateLimiter
 from graph.responses import graphql_error, rest_error
 from resolvers import Caller, Database, MetricsError, RateLimited, authenticate
 
-__all__ = ["Gate", "token_from_headers"]
+__all__ = ["Gate", "bucket_key", "rate_limited", "token_from_headers"]
 
 
 def token_from_headers(headers: Headers) -> str | None:
@@ -29,7 +32,8 @@ def token_from_headers(headers: Headers) -> str | None:
     return None
 
 
-def _bucket(scope: Scope, caller: Caller | None) -> str:
+def bucket_key(scope: Scope, caller: Caller | None) -> str:
+    """The caller's bucket: its token's, else its client address's."""
     if caller is not None:
         return f"token:{caller.token_hash}"
     client = scope.get("client")
@@ -59,16 +63,19 @@ class Gate:
         state = scope.setdefault("state", {})
         caller, failure = await self._authenticate(state["db"], scope)
         state["caller"] = caller
-        decision = await self.limiter.hit(_bucket(scope, caller))
+        key = bucket_key(scope, caller)
+        try:
+            decision = await self.limiter.hit(key)
+        except MetricsError as error:  # the bucket storage is unreachable: fail closed
+            await self._refuse(scope, error, None)(scope, receive, send)
+            return
         if not decision.allowed:
-            failure = RateLimited(
-                "Too many requests: the limit is "
-                f"{decision.limit} per minute. Retry after the Retry-After delay."
-            )
+            failure = rate_limited(decision)
         if failure is not None:
             await self._refuse(scope, failure, decision)(scope, receive, send)
             return
-        await self.app(scope, receive, _with_headers(send, decision))
+        meter = state["meter"] = Meter(limiter=self.limiter, key=key, decision=decision)
+        await self.app(scope, receive, _with_headers(send, meter))
 
     async def _authenticate(
         self, db: Database, scope: Scope
@@ -78,16 +85,25 @@ class Gate:
         except MetricsError as error:  # the database is unreachable
             return None, error
 
-    def _refuse(self, scope: Scope, error: MetricsError, decision: Decision) -> JSONResponse:
+    def _refuse(self, scope: Scope, error: MetricsError, decision: Decision | None) -> JSONResponse:
         respond = graphql_error if scope["path"] == self.graphql_path else rest_error
-        return respond(code=error.code, message=error.message, headers=decision.headers())
+        headers = decision.headers() if decision is not None else None
+        return respond(code=error.code, message=error.message, headers=headers)
 
 
-def _with_headers(send: Send, decision: Decision) -> Send:
+def rate_limited(decision: Decision, *, cost: int = 1) -> RateLimited:
+    """The refusal of a charge of ``cost`` points that ``decision`` did not allow."""
+    return RateLimited(
+        f"Too many requests: the limit is {decision.limit} points per minute; this costs "
+        f"{cost} and {decision.remaining} remain. Retry after the Retry-After delay."
+    )
+
+
+def _with_headers(send: Send, meter: Meter) -> Send:
     async def send_with_headers(message: Message) -> None:
         if message["type"] == "http.response.start":
             headers = MutableHeaders(scope=message)
-            for name, value in decision.headers().items():
+            for name, value in meter.decision.headers().items():
                 headers[name] = value
         await send(message)
 
