@@ -8,7 +8,7 @@ import strawberry
 
 from resolvers import MetricsResult, Selection
 
-__all__ = ["DATETIME_SCALAR", "KeyCount", "Metrics", "format_datetime"]
+__all__ = ["DATETIME_SCALAR", "KeyCount", "Metrics", "RateLimit", "format_datetime"]
 
 
 def format_datetime(value: datetime) -> str:
@@ -94,3 +94,18 @@ class Metrics:
 
 def _key_counts(counts: dict[str, int]) -> list[KeyCount]:
     return [KeyCount(key=key, count=count) for key, count in counts.items()]
+
+
+@strawberry.type(
+    description=(
+        "The caller's rate-limit bucket, in points: a request costs one, a GraphQL "
+        "operation one per metrics computation (at least one)."
+    )
+)
+class RateLimit:
+    limit: int = strawberry.field(description="Points per minute.")
+    remaining: int = strawberry.field(
+        description="Points left in the moving window, this operation's cost taken."
+    )
+    reset_at: datetime = strawberry.field(description="When the next point is freed.")
+    cost: int = strawberry.field(description="What this operation cost.")
