@@ -1,0 +1,301 @@
+"""The consumer's position and build progress: the ``rollup_state`` document.
+
+``_id: "consumer"`` holds the resume token, ``appliedAt`` (a cluster time: every message
+write at or before it is in the rollups of every built instance), ``status``
+(``building`` or ``ready``), the lease holder that wrote it, the layout version, and
+while building, which keys are built.
+
+A key is one instance and one UTC day, or the instance's undated messages. A build
+first lists the instances (every other instance is then built: it has no messages),
+then per instance finds its first and last dated day (days outside are built: empty),
+reads its undated messages, and then its days in order, so the built part of an
+instance is described by four values (``InstanceProgress``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from bson import ObjectId, Timestamp
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from resolvers.db import Database
+from resolvers.rollups.contribution import dated, owner
+from resolvers.rollups.keys import Level, floor_to
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "STATE_COLLECTION",
+    "Build",
+    "InstanceProgress",
+    "MessageKey",
+    "RollupState",
+    "Status",
+    "message_key",
+    "read_state",
+    "refresh_applied",
+    "save_state",
+    "start_build",
+]
+
+STATE_COLLECTION = "rollup_state"
+SCHEMA_VERSION = 1
+"""Bumped when the rollup layout changes: a stored state of another version is rebuilt."""
+
+_ID = "consumer"
+
+Status = Literal["building", "ready"]
+MessageKey = tuple[ObjectId, datetime | None]
+"""(instance, UTC day start), the day None for undated messages."""
+
+
+def message_key(doc: Mapping[str, Any] | None) -> MessageKey | None:
+    """The key a message document counts in; None when it counts for no instance."""
+    instance = None if doc is None else owner(doc)
+    if doc is None or instance is None:
+        return None
+    moment = dated(doc)
+    return instance, None if moment is None else floor_to(moment, Level.DAY)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceProgress:
+    """The built keys of one instance.
+
+    ``ranged``: its first and last dated days ``low``/``high`` are known (both None when
+    it had no dated messages), so the days outside them are built; ``undated``: its
+    undated key is built; ``next_day``: the days from ``low`` up to (excluding) this
+    one are built (None = none of them yet).
+    """
+
+    ranged: bool = False
+    low: datetime | None = None
+    high: datetime | None = None
+    undated: bool = False
+    next_day: datetime | None = None
+
+    def built(self, day: datetime | None) -> bool:
+        if day is None:
+            return self.undated
+        if not self.ranged:
+            return False
+        if self.low is None or self.high is None or day < self.low or day > self.high:
+            return True
+        return self.next_day is not None and day < self.next_day
+
+    @property
+    def done(self) -> bool:
+        days_done = self.high is None or (self.next_day is not None and self.next_day > self.high)
+        return self.ranged and self.undated and days_done
+
+    def fraction(self) -> float:
+        """How much of the instance is built, between 0 and 1 (days counted evenly)."""
+        if self.done:
+            return 1.0
+        if not self.ranged or not self.undated or self.low is None or self.high is None:
+            return 0.0
+        total = (self.high - self.low) / Level.DAY.width + 1
+        built = 0 if self.next_day is None else (self.next_day - self.low) / Level.DAY.width
+        return min(built / total, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Build:
+    """Which keys are built. ``listed`` None: the instances are not listed yet."""
+
+    listed: tuple[ObjectId, ...] | None = None
+    progress: Mapping[ObjectId, InstanceProgress] = field(default_factory=dict)
+
+    def built(self, key: MessageKey) -> bool:
+        instance, day = key
+        if self.listed is None:
+            return False
+        if instance not in self._listed_set():
+            return True
+        progress = self.progress.get(instance)
+        return progress is not None and progress.built(day)
+
+    def instance_ready(self, instance: ObjectId) -> bool:
+        if self.listed is None:
+            return False
+        progress = self.progress.get(instance)
+        return instance not in self._listed_set() or (progress is not None and progress.done)
+
+    def next_instance(self) -> ObjectId | None:
+        """The first listed instance that is not built yet (None: all are)."""
+        for instance in self.listed or ():
+            progress = self.progress.get(instance)
+            if progress is None or not progress.done:
+                return instance
+        return None
+
+    @property
+    def done(self) -> bool:
+        return self.listed is not None and self.next_instance() is None
+
+    def percent(self) -> float:
+        if self.listed is None:
+            return 0.0
+        if not self.listed:
+            return 100.0
+        parts = (self.progress.get(i, InstanceProgress()).fraction() for i in self.listed)
+        return round(100.0 * sum(parts) / len(self.listed), 1)
+
+    def with_progress(self, instance: ObjectId, progress: InstanceProgress) -> Build:
+        return replace(self, progress={**self.progress, instance: progress})
+
+    def _listed_set(self) -> frozenset[ObjectId]:
+        return frozenset(self.listed or ())
+
+
+@dataclass(frozen=True, slots=True)
+class RollupState:
+    """What ``rollup_state`` says; ``build`` None = nothing built (a rebuild is due)."""
+
+    status: Status
+    token: Mapping[str, Any] | None
+    applied_at: Timestamp | None
+    holder: str | None
+    build: Build | None
+    schema: int = SCHEMA_VERSION
+
+    def instance_ready(self, instance: ObjectId) -> bool:
+        """Whether the rollups of ``instance`` are complete (up to ``applied_at``)."""
+        if self.schema != SCHEMA_VERSION:
+            return False
+        if self.status == "ready":
+            return True
+        return self.build is not None and self.build.instance_ready(instance)
+
+    def ready_instances(self, instances: Collection[ObjectId]) -> frozenset[ObjectId]:
+        return frozenset(i for i in instances if self.instance_ready(i))
+
+    def percent(self) -> float:
+        if self.status == "ready":
+            return 100.0
+        return 0.0 if self.build is None else self.build.percent()
+
+
+# --- persistence ---------------------------------------------------------------------
+
+
+async def read_state(
+    *, db: Database, session: AsyncClientSession | None = None
+) -> RollupState | None:
+    doc = await db[STATE_COLLECTION].find_one({"_id": _ID}, session=session)
+    return None if doc is None else _state_from(doc)
+
+
+async def start_build(*, db: Database, holder: str, session: AsyncClientSession) -> None:
+    """Forget every position and build step: the rollups are about to be dropped and
+    built again (``appliedAt`` is kept: it only grows)."""
+    await db[STATE_COLLECTION].update_one(
+        {"_id": _ID},
+        {
+            "$set": {
+                "schema": SCHEMA_VERSION,
+                "status": "building",
+                "holder": holder,
+                "token": None,
+                "build": {"listed": None, "progress": {}},
+            }
+        },
+        upsert=True,
+        session=session,
+    )
+
+
+async def save_state(
+    *,
+    db: Database,
+    holder: str,
+    token: Mapping[str, Any] | None,
+    applied_at: Timestamp | None,
+    build: Build | None,
+    saved: Build | None,
+    session: AsyncClientSession,
+) -> None:
+    """Record a committed batch: the token after it, the applied position (if it moved)
+    and the build progress (None: the build is done, the rollups are ready). Only the
+    parts of ``build`` that differ from ``saved`` (what the document holds) are written."""
+    fields: dict[str, Any] = {"schema": SCHEMA_VERSION, "holder": holder, "token": token}
+    if build is None:
+        fields.update(status="ready", build=None)
+    else:
+        fields.update(status="building", **_build_fields(build, saved))
+    update: dict[str, Any] = {"$set": fields}
+    if applied_at is not None:
+        update["$max"] = {"appliedAt": applied_at}
+    await db[STATE_COLLECTION].update_one({"_id": _ID}, update, upsert=True, session=session)
+
+
+async def refresh_applied(*, db: Database, holder: str, applied_at: Timestamp) -> bool:
+    """Move ``appliedAt`` forward while idle (for other processes); False when the state
+    is no longer ours (another consumer took over)."""
+    result = await db[STATE_COLLECTION].update_one(
+        {"_id": _ID, "holder": holder}, {"$max": {"appliedAt": applied_at}}
+    )
+    return result.matched_count == 1
+
+
+def _build_fields(build: Build, saved: Build | None) -> dict[str, Any]:
+    if saved is None:
+        return {"build": _build_doc(build)}
+    fields: dict[str, Any] = {}
+    if build.listed != saved.listed:
+        fields["build.listed"] = None if build.listed is None else list(build.listed)
+    for instance, progress in build.progress.items():
+        if saved.progress.get(instance) != progress:
+            fields[f"build.progress.{instance}"] = _progress_doc(progress)
+    return fields
+
+
+def _build_doc(build: Build) -> dict[str, Any]:
+    return {
+        "listed": None if build.listed is None else list(build.listed),
+        "progress": {str(i): _progress_doc(p) for i, p in build.progress.items()},
+    }
+
+
+def _progress_doc(progress: InstanceProgress) -> dict[str, Any]:
+    return {
+        "ranged": progress.ranged,
+        "low": progress.low,
+        "high": progress.high,
+        "undated": progress.undated,
+        "next": progress.next_day,
+    }
+
+
+def _state_from(doc: Mapping[str, Any]) -> RollupState:
+    build = doc.get("build")
+    return RollupState(
+        status="ready" if doc.get("status") == "ready" else "building",
+        token=doc.get("token"),
+        applied_at=doc.get("appliedAt"),
+        holder=doc.get("holder"),
+        build=None if not isinstance(build, Mapping) else _build_from(build),
+        schema=int(doc.get("schema", 0)),
+    )
+
+
+def _build_from(doc: Mapping[str, Any]) -> Build:
+    listed = doc.get("listed")
+    progress = doc.get("progress") or {}
+    return Build(
+        listed=None if listed is None else tuple(listed),
+        progress={ObjectId(key): _progress_from(value) for key, value in progress.items()},
+    )
+
+
+def _progress_from(doc: Mapping[str, Any]) -> InstanceProgress:
+    return InstanceProgress(
+        ranged=bool(doc.get("ranged")),
+        low=doc.get("low"),
+        high=doc.get("high"),
+        undated=bool(doc.get("undated")),
+        next_day=doc.get("next"),
+    )

@@ -1,0 +1,166 @@
+"""The consumer's state: which keys are built, and what rollup_state keeps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+from bson import ObjectId, Timestamp
+
+from resolvers import Database
+from resolvers.rollups.state import (
+    SCHEMA_VERSION,
+    STATE_COLLECTION,
+    Build,
+    InstanceProgress,
+    message_key,
+    read_state,
+    refresh_applied,
+    save_state,
+    start_build,
+)
+
+A, B, C = (ObjectId(f"{n:024x}") for n in range(1, 4))
+DAY = timedelta(days=1)
+D1 = datetime(2026, 11, 1, tzinfo=UTC)
+D3, D5 = D1 + 2 * DAY, D1 + 4 * DAY
+
+
+def test_message_key_is_instance_and_utc_day() -> None:
+    moment = datetime(2026, 11, 3, 23, 59, 59, 999_000, tzinfo=UTC)
+    assert message_key({"instanceId": A, "timestamp": moment}) == (A, D3)
+    # 01:00 UTC on the 4th is the 4th, whatever zone the datetime carries
+    east = datetime(2026, 11, 4, 1, 0, tzinfo=UTC).astimezone(timezone(timedelta(hours=-3)))
+    assert message_key({"instanceId": A, "timestamp": east}) == (A, D3 + DAY)
+
+
+def test_message_key_of_undated_and_unattributed_messages() -> None:
+    assert message_key({"instanceId": A, "timestamp": "2026-11-03"}) == (A, None)
+    assert message_key({"instanceId": A}) == (A, None)
+    assert message_key({"instanceId": [A], "timestamp": D1}) is None
+    assert message_key({"instanceId": str(A), "timestamp": D1}) is None
+    assert message_key(None) is None
+
+
+def test_nothing_is_built_before_the_instances_are_listed() -> None:
+    build = Build()
+    assert not build.built((C, D1)) and not build.instance_ready(C)
+    assert build.percent() == 0.0 and not build.done
+
+
+def test_unlisted_instances_are_built_once_listed() -> None:
+    build = Build(listed=(A, B))
+    assert build.built((C, D1)) and build.built((C, None)) and build.instance_ready(C)
+    assert not build.built((A, D1)) and not build.instance_ready(A)
+    assert build.next_instance() == A
+
+
+def test_instance_progress_builds_outside_its_range_then_undated_then_days() -> None:
+    ranged = InstanceProgress(ranged=True, low=D3, high=D5)
+    assert ranged.built(D1) and ranged.built(D5 + DAY)
+    assert not ranged.built(D3) and not ranged.built(D5) and not ranged.built(None)
+    days = InstanceProgress(ranged=True, low=D3, high=D5, undated=True, next_day=D3 + DAY)
+    assert days.built(None) and days.built(D3) and not days.built(D3 + DAY)
+    assert not days.done and days.fraction() == 1 / 3
+    done = InstanceProgress(ranged=True, low=D3, high=D5, undated=True, next_day=D5 + DAY)
+    assert done.done and done.fraction() == 1.0
+
+
+def test_instance_without_dated_messages_is_done_after_undated() -> None:
+    progress = InstanceProgress(ranged=True, undated=True)
+    assert progress.done and progress.built(D1)
+
+
+def test_build_percent_and_next_instance_follow_progress() -> None:
+    done = InstanceProgress(ranged=True, undated=True)
+    half = InstanceProgress(ranged=True, low=D1, high=D1 + DAY, undated=True, next_day=D1 + DAY)
+    build = Build(listed=(A, B), progress={A: done, B: half})
+    assert build.next_instance() == B and build.percent() == 75.0
+    finished = build.with_progress(B, InstanceProgress(ranged=True, undated=True))
+    assert finished.done and finished.next_instance() is None and finished.percent() == 100.0
+    assert build.progress[B] == half  # with_progress made a new Build
+
+
+async def test_state_round_trips_and_saves_only_what_changed(db: Database) -> None:
+    assert await read_state(db=db) is None
+    async with db.client.start_session() as session:
+        await start_build(db=db, holder="h", session=session)
+        first = Build(listed=(A, B), progress={A: InstanceProgress(ranged=True, low=D1)})
+        await save_state(
+            db=db,
+            holder="h",
+            token={"_data": "01"},
+            applied_at=Timestamp(100, 1),
+            build=first,
+            saved=None,
+            session=session,
+        )
+        second = first.with_progress(B, InstanceProgress(ranged=True, undated=True))
+        # only B differs from what was saved: only B is written (A stays as stored)
+        await save_state(
+            db=db,
+            holder="h",
+            token={"_data": "02"},
+            applied_at=Timestamp(90, 1),
+            build=second,
+            saved=first,
+            session=session,
+        )
+    state = await read_state(db=db)
+    assert state is not None and state.status == "building" and state.schema == SCHEMA_VERSION
+    assert state.token == {"_data": "02"} and state.holder == "h"
+    assert state.applied_at == Timestamp(100, 1)  # it only grows
+    assert state.build == second
+    assert state.instance_ready(B) and not state.instance_ready(A) and state.instance_ready(C)
+    raw = await db[STATE_COLLECTION].find_one()
+    assert raw is not None and set(raw["build"]["progress"]) == {str(A), str(B)}
+
+
+async def test_finished_build_makes_every_instance_ready(db: Database) -> None:
+    async with db.client.start_session() as session:
+        await start_build(db=db, holder="h", session=session)
+        await save_state(
+            db=db,
+            holder="h",
+            token={"_data": "03"},
+            applied_at=None,
+            build=None,
+            saved=Build(),
+            session=session,
+        )
+    state = await read_state(db=db)
+    assert state is not None and state.status == "ready" and state.build is None
+    assert state.instance_ready(A) and state.percent() == 100.0 and state.applied_at is None
+
+
+async def test_start_build_forgets_token_and_progress(db: Database) -> None:
+    async with db.client.start_session() as session:
+        await save_state(
+            db=db,
+            holder="h",
+            token={"_data": "04"},
+            applied_at=Timestamp(5, 0),
+            build=None,
+            saved=None,
+            session=session,
+        )
+        await start_build(db=db, holder="k", session=session)
+    state = await read_state(db=db)
+    assert state is not None and state.status == "building" and state.token is None
+    assert state.build == Build() and state.holder == "k"
+    assert state.applied_at == Timestamp(5, 0) and not state.instance_ready(A)
+
+
+async def test_other_schema_versions_are_never_ready(db: Database) -> None:
+    await db[STATE_COLLECTION].insert_one({"_id": "consumer", "status": "ready", "schema": 0})
+    state = await read_state(db=db)
+    assert state is not None and not state.instance_ready(A)
+
+
+async def test_only_the_holder_refreshes_the_applied_position(db: Database) -> None:
+    async with db.client.start_session() as session:
+        await start_build(db=db, holder="h", session=session)
+    assert await refresh_applied(db=db, holder="h", applied_at=Timestamp(7, 1))
+    assert not await refresh_applied(db=db, holder="other", applied_at=Timestamp(9, 1))
+    assert await refresh_applied(db=db, holder="h", applied_at=Timestamp(6, 1))
+    state = await read_state(db=db)
+    assert state is not None and state.applied_at == Timestamp(7, 1)
