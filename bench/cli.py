@@ -106,8 +106,9 @@ class Options:
             ),
             (
                 "service",
-                "1 uvicorn worker, RATE_LIMIT_PER_MINUTE=1000000, "
-                f"MONGODB_QUERY_TIMEOUT_MS={int(self.request_timeout_s * 1000)}",
+                "1 uvicorn worker, RATE_LIMIT_PER_MINUTE=1000000, MAX_IN_FLIGHT=1000000, "
+                "MAX_IN_FLIGHT_PER_TOKEN=1000000, "
+                f"REQUEST_TIMEOUT_MS={int(self.request_timeout_s * 1000)}",
             ),
         )
 
@@ -216,7 +217,7 @@ def _client(target: Target, options: Options) -> AsyncMongoClient[dict[str, Any]
     return open_client(
         target.uri,
         server_selection_timeout_ms=10_000,
-        query_timeout_ms=int(options.request_timeout_s * 1000),
+        socket_timeout_ms=int(options.request_timeout_s * 1000) + 5_000,
     )
 
 
@@ -386,7 +387,7 @@ def _cpu_model() -> str:
 
 
 def _default_query_timeout_s() -> float | None:
-    field = Settings.model_fields.get("mongodb_query_timeout_ms")
+    field = Settings.model_fields.get("request_timeout_ms")
     default = field.default if field is not None else None
     return default / 1000 if isinstance(default, int | float) else None
 
@@ -409,7 +410,7 @@ def run(options: Options) -> Results:
         data = asyncio.run(prepare(target, options))
         timeout_ms = int(options.request_timeout_s * 1000)
         with run_service(
-            uri=target.uri, database=target.database, query_timeout_ms=timeout_ms
+            uri=target.uri, database=target.database, request_timeout_ms=timeout_ms
         ) as service:
             log(f"service: {service.base_url}")
             try:

@@ -458,7 +458,7 @@ def _timeout_notes(
         return []
     return [
         f"Over the service's default query timeout ({timeout_s:g} s, "
-        "MONGODB_QUERY_TIMEOUT_MS): " + ", ".join(slow) + ". With the default these answer "
+        "REQUEST_TIMEOUT_MS): " + ", ".join(slow) + ". With the default these answer "
         "503 UNAVAILABLE; the harness raises the timeout for its run."
     ]
 

@@ -37,14 +37,16 @@ class Service:
         return _tail(self.log, size)
 
 
-def service_env(*, uri: str, database: str, query_timeout_ms: int) -> dict[str, str]:
+def service_env(*, uri: str, database: str, request_timeout_ms: int) -> dict[str, str]:
     """The environment of the service: the bench database, limits raised for the run."""
     return {
         **os.environ,
         "MONGODB_URI": uri,
         "MONGODB_DATABASE": database,
-        "MONGODB_QUERY_TIMEOUT_MS": str(query_timeout_ms),
+        "REQUEST_TIMEOUT_MS": str(request_timeout_ms),
         "RATE_LIMIT_PER_MINUTE": "1000000",
+        "MAX_IN_FLIGHT": "1000000",
+        "MAX_IN_FLIGHT_PER_TOKEN": "1000000",
         "LOG_LEVEL": "warning",
         "PYTHONUNBUFFERED": "1",
     }
@@ -84,13 +86,13 @@ def _wait(process: subprocess.Popen[bytes], base_url: str, log: IO[bytes], timeo
 
 @contextmanager
 def run_service(
-    *, uri: str, database: str, query_timeout_ms: int, startup_timeout: float = 60.0
+    *, uri: str, database: str, request_timeout_ms: int, startup_timeout: float = 60.0
 ) -> Iterator[Service]:
     """Start ``uvicorn --factory graph.app:create_app`` on a free port; stop it after."""
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "--factory", "graph.app:create_app"]
     command += ["--host", HOST, "--port", str(port), "--no-access-log", "--log-level", "warning"]
-    env = service_env(uri=uri, database=database, query_timeout_ms=query_timeout_ms)
+    env = service_env(uri=uri, database=database, request_timeout_ms=request_timeout_ms)
     base_url = f"http://{HOST}:{port}"
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(

@@ -62,7 +62,6 @@ async def _with_db(settings: Settings, uri: str, action: Callable[[Database], Aw
     client = open_client(
         uri,
         server_selection_timeout_ms=settings.mongodb_server_selection_timeout_ms,
-        query_timeout_ms=settings.mongodb_query_timeout_ms,
     )
     async with client:
         db = client[settings.mongodb_database]

@@ -24,7 +24,6 @@ class Settings(BaseSettings):
     )
     mongodb_database: str = "message_metrics"
     mongodb_server_selection_timeout_ms: int = Field(default=2000, gt=0)
-    mongodb_query_timeout_ms: int = Field(default=30_000, gt=0)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     embedded_data_dir: Path = Path(".data/secantus")

@@ -9,49 +9,58 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
+from pymongo.errors import ConnectionFailure, PyMongoError, ServerSelectionTimeoutError
 
 from resolvers.errors import Unavailable
 
-__all__ = ["Database", "open_client", "translate_driver_errors"]
+__all__ = ["SOCKET_TIMEOUT_MS", "Database", "open_client", "translate_driver_errors"]
 
 Database = AsyncDatabase[dict[str, Any]]
+
+#: The longest a socket read may wait outside a request's deadline.
+SOCKET_TIMEOUT_MS = 60_000
 
 _log = logging.getLogger(__name__)
 
 
 def open_client(
-    uri: str, *, server_selection_timeout_ms: int, query_timeout_ms: int
+    uri: str, *, server_selection_timeout_ms: int, socket_timeout_ms: int = SOCKET_TIMEOUT_MS
 ) -> AsyncMongoClient[dict[str, Any]]:
     """One client per process: timezone-aware dates and short, explicit timeouts.
 
-    No client-wide ``timeoutMS``: it would replace ``serverSelectionTimeoutMS`` and make
-    an unreachable database take the whole query budget to report. Queries bound
-    themselves with ``maxTimeMS`` instead; the socket timeout is the backstop.
+    No client-wide ``timeoutMS``: a request bounds all its database work with one
+    deadline (``pymongo.timeout()``, see ``graph.deadline``). Inside it PyMongo derives
+    each command's ``maxTimeMS`` and socket timeout from the time left, and looks for a
+    server until the deadline (not ``serverSelectionTimeoutMS``). Outside a request
+    (index builds, the CLI) the server selection and socket timeouts here apply.
     """
     return AsyncMongoClient(
         uri,
         tz_aware=True,
         serverSelectionTimeoutMS=server_selection_timeout_ms,
         connectTimeoutMS=server_selection_timeout_ms,
-        socketTimeoutMS=query_timeout_ms + 5_000,
+        socketTimeoutMS=socket_timeout_ms,
         appname="message-metrics",
     )
 
 
 @contextmanager
 def translate_driver_errors() -> Iterator[None]:
-    """Report an unreachable or overloaded database as ``Unavailable``, never a stack trace."""
+    """Report an unreachable, frozen or overloaded database as ``Unavailable``, never a
+    stack trace; a request whose deadline passed is told so."""
     try:
         yield
-    except ConnectionFailure as exc:
-        _log.warning("database unreachable: %s", exc)
-        raise Unavailable("The database cannot be reached; try again shortly.") from exc
-    except (ExecutionTimeout, WTimeoutError) as exc:
-        _log.warning("database timed out: %s", exc)
-        raise Unavailable("The database did not answer in time; try again shortly.") from exc
+    except ServerSelectionTimeoutError as exc:
+        raise _unreachable(exc) from exc
     except PyMongoError as exc:
         if exc.timeout:
             _log.warning("database timed out: %s", exc)
             raise Unavailable("The database did not answer in time; try again shortly.") from exc
+        if isinstance(exc, ConnectionFailure):
+            raise _unreachable(exc) from exc
         raise
+
+
+def _unreachable(exc: PyMongoError) -> Unavailable:
+    _log.warning("database unreachable: %s", exc)
+    return Unavailable("The database cannot be reached; try again shortly.")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from resolvers.db import Database, translate_driver_errors
 from resolvers.instances import InstanceRef
@@ -18,15 +17,13 @@ async def fetch_metrics(
     db: Database,
     instances: Sequence[InstanceRef],
     now: datetime,
-    max_time_ms: int | None = None,
 ) -> MetricsResult:
-    """The metrics of ``instances`` summed, in one aggregation round trip; the server gives
-    up after ``max_time_ms`` (reported as ``Unavailable``)."""
+    """The metrics of ``instances`` summed, in one aggregation round trip (bounded by the
+    request's deadline; reported as ``Unavailable`` when it passes)."""
     if not instances:
         return empty_metrics()
     pipeline = build_metrics_pipeline(instances=instances, now=now)
     with translate_driver_errors():
-        options: dict[str, Any] = {} if max_time_ms is None else {"maxTimeMS": max_time_ms}
-        cursor = await db.messages.aggregate(pipeline, **options)
+        cursor = await db.messages.aggregate(pipeline)
         rows = await cursor.to_list()
     return read_metrics(rows[0] if rows else {})

@@ -33,7 +33,7 @@ def database_name() -> str:
 
 @pytest.fixture
 async def db(mongodb_uri: str, database_name: str) -> AsyncIterator[Database]:
-    client = open_client(mongodb_uri, server_selection_timeout_ms=5_000, query_timeout_ms=60_000)
+    client = open_client(mongodb_uri, server_selection_timeout_ms=5_000)
     async with client:
         database = client[database_name]
         await ensure_indexes(database)

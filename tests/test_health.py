@@ -11,7 +11,7 @@ from graph import Settings
 from graph.embedded import EmbeddedDatabase, free_port
 from tests.factories import app_client
 
-FAST = {"mongodb_server_selection_timeout_ms": 300, "mongodb_query_timeout_ms": 2_000}
+FAST = {"mongodb_server_selection_timeout_ms": 300, "request_timeout_ms": 1_000}
 
 
 @pytest.fixture
