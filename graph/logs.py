@@ -12,9 +12,19 @@ from typing import Any
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["JsonFormatter", "RequestLog", "configure_logging"]
+__all__ = [
+    "CLIENT_CLOSED_REQUEST",
+    "JsonFormatter",
+    "RequestLog",
+    "configure_logging",
+    "mark_disconnected",
+]
+
+#: The status logged for a request whose client left before its response (nginx's 499).
+CLIENT_CLOSED_REQUEST = 499
 
 _access = logging.getLogger("message_metrics.access")
+_DISCONNECTED = "message_metrics.client_disconnected"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -49,9 +59,15 @@ def configure_logging(level: str) -> None:
     root.setLevel(level.upper())
 
 
+def mark_disconnected(scope: Scope) -> None:
+    """Record that the client left before its response, and its work was cancelled."""
+    scope[_DISCONNECTED] = True
+
+
 class RequestLog:
     """ASGI middleware: a request id on every response (``X-Request-ID``) and one log line
-    with method, path (no query string), status and duration."""
+    with method, path (no query string), status and duration; a request whose client left
+    before its response is logged as ``client disconnected`` with status 499."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -75,12 +91,13 @@ class RequestLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            gone = scope.get(_DISCONNECTED, False)
             _access.info(
-                "request",
+                "client disconnected" if gone else "request",
                 extra={
                     "method": scope["method"],
                     "path": scope["path"],
-                    "status": status,
+                    "status": CLIENT_CLOSED_REQUEST if gone else status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                     "request_id": request_id,
                 },
