@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from graph.gate import token_from_headers
-from graph.responses import graphql_error, rest_error
+from graph.responses import error_for_path
 from resolvers import MetricsError, RateLimited, Unavailable, hash_token
 
 __all__ = ["RETRY_AFTER_S", "Admission", "Slots", "caller_key"]
@@ -109,6 +109,10 @@ class Admission:
         return None
 
     def _refuse(self, scope: Scope, error: MetricsError) -> JSONResponse:
-        respond = graphql_error if scope["path"] == self.graphql_path else rest_error
-        headers = {"Retry-After": str(RETRY_AFTER_S)}
-        return respond(code=error.code, message=error.message, headers=headers)
+        return error_for_path(
+            scope,
+            graphql_path=self.graphql_path,
+            code=error.code,
+            message=error.message,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )

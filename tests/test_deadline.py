@@ -77,14 +77,9 @@ async def test_the_deadline_also_bounds_the_metrics_computation(
     await _fill_sales(hanging_db.uri, database_name, count=SLOW_MESSAGES)
     async with httpx.AsyncClient(base_url=live.url, timeout=2 * ANSWER_WITHIN_S) as client:
         started = time.monotonic()
-        rest, graphql = await asyncio.gather(
-            client.get("/metrics/sales", headers={"token": token}),
-            client.post("/graphql", json=QUERY, headers={"token": token}),
-        )
+        response = await client.post("/graphql", json=QUERY, headers={"token": token})
         answered_within = time.monotonic() - started
-    assert rest.status_code == 503
-    assert "did not answer in time" in rest.json()["error"]["message"]
-    error = graphql.json()["errors"][0]  # an execution error: HTTP status as GraphQL says
+    error = response.json()["errors"][0]  # an execution error: HTTP status as GraphQL says
     assert error["extensions"]["code"] == "UNAVAILABLE"
     assert error["path"] == ["metrics"]  # the aggregation ran out of time, not the gate
     assert "did not answer in time" in error["message"]
