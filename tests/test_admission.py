@@ -7,6 +7,7 @@ what is refused is refused before any database work, and at once.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -115,22 +116,37 @@ async def test_a_client_that_hangs_up_has_its_work_cancelled_and_logged_as_499(
     tokens: dict[str, str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    head = request_head("GET", "/metrics/sales", {"token": tokens["a"], "X-Request-ID": "gone"})
+    rest = request_head("GET", "/metrics/sales", {"token": tokens["a"], "X-Request-ID": "rest"})
+    body = json.dumps(QUERY).encode()
+    graphql = request_head(
+        "POST",
+        "/graphql",
+        {
+            "token": tokens["b"],
+            "X-Request-ID": "graphql",
+            "Content-Type": "application/json",
+            "Content-Length": str(len(body)),
+        },
+    )
     async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
         with frozen(hanging_db):
-            async with raw_connection(live) as (_, writer):
-                writer.write(head)
-                await writer.drain()
-                await asyncio.sleep(SETTLE)  # admitted; its token lookup waits on the database
-            entry = await _access_record(caplog, request_id="gone")
-            again = _metrics(client, tokens["a"])
+            async with raw_connection(live) as (_, first), raw_connection(live) as (_, second):
+                first.write(rest)
+                second.write(graphql + body)
+                await first.drain()
+                await second.drain()
+                await asyncio.sleep(SETTLE)  # admitted; their token lookups wait on the database
+            entries = [await _access_record(caplog, request_id=id_) for id_ in ("rest", "graphql")]
+            again = [_metrics(client, tokens["a"]), _graphql(client, tokens["c"])]
             await asyncio.sleep(SETTLE)
-            refused = again.done()
-        response = await again
-    assert entry is not None, "no request log line while the database was still frozen"
-    assert entry.getMessage() == "client disconnected"
-    assert entry.__dict__["status"] == 499
-    assert not refused and response.status_code == 200  # the token's one slot came back
+            refused = [request.done() for request in again]
+        statuses = [(await request).status_code for request in again]
+    for entry in entries:
+        assert entry is not None, "no request log line while the database was still frozen"
+        assert entry.getMessage() == "client disconnected"
+        assert entry.__dict__["status"] == 499
+    assert refused == [False, False]  # both slots came back: neither was refused at once
+    assert statuses == [200, 200]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
