@@ -81,14 +81,17 @@ async def raw_connection(
 
 
 async def read_response(reader: asyncio.StreamReader, *, timeout: float = 10.0) -> RawResponse:
-    """One HTTP/1.1 response with a ``Content-Length`` (what the app always sends)."""
+    """One HTTP/1.1 response: ``Content-Length`` bytes (what the app always sends), else
+    whatever comes until the server closes."""
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
     status_line, *lines = head.decode("latin-1").split("\r\n")
     headers = {}
     for line in filter(None, lines):
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
-    body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), timeout)
+    length = headers.get("content-length")
+    read = reader.readexactly(int(length)) if length else reader.read(-1)
+    body = await asyncio.wait_for(read, timeout)
     return RawResponse(int(status_line.split()[1]), headers, body)
 
 
