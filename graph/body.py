@@ -20,6 +20,7 @@ import asyncio
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from graph.logs import mark_disconnected
 from graph.responses import error_for_path
 
 __all__ = ["BodyLimit"]
@@ -59,7 +60,7 @@ class BodyLimit:
         except TimeoutError:
             await self._refuse(scope, receive, send, status=408)
         except _Disconnected:
-            return  # nobody is left to answer
+            mark_disconnected(scope)  # nobody is left to answer: logged as a 499
         else:
             await self.app(scope, _replay(body, receive), send)
 

@@ -52,7 +52,7 @@ class MetricsGraphQL(GraphQL[Context, None]):
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
-        return build_context(request)
+        return build_context(request, response=response if isinstance(response, Response) else None)
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
         """Strawberry's sub-response, carrying the media type the client accepts."""

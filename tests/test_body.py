@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 
 from graph import Settings
 from graph.body import BodyLimit
+from graph.logs import RequestLog
 from resolvers import Database
 from tests.factories import make_tenant
 from tests.live import (
@@ -160,7 +162,7 @@ class _Recorder:
 
 def _scope(path: str = "/graphql", headers: dict[str, str] | None = None) -> dict[str, Any]:
     raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    return {"type": "http", "method": "POST", "path": path, "headers": raw}
+    return {"type": "http", "method": "POST", "path": path, "headers": raw, "state": {}}
 
 
 async def _run(
@@ -232,7 +234,9 @@ async def test_a_stalled_stream_ends_with_408() -> None:
     _graphql_error(body, "REQUEST_TIMEOUT")
 
 
-async def test_a_client_gone_mid_body_gets_no_answer_and_runs_nothing() -> None:
+async def test_a_client_gone_mid_body_gets_no_answer_runs_nothing_and_logs_499(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     inner = _Recorder()
     messages = iter(
         [
@@ -248,8 +252,11 @@ async def test_a_client_gone_mid_body_gets_no_answer_and_runs_nothing() -> None:
     async def send(message: Any) -> None:
         sent.append(message)
 
-    await _limit(inner)(_scope(), receive, send)
+    caplog.set_level(logging.INFO, logger="message_metrics.access")
+    await RequestLog(_limit(inner))(_scope(), receive, send)
     assert inner.body is None and sent == []
+    [line] = [r for r in caplog.records if r.name == "message_metrics.access"]
+    assert line.getMessage() == "client disconnected" and line.__dict__["status"] == 499
 
 
 async def test_after_the_body_the_app_hears_the_server_again() -> None:

@@ -11,7 +11,7 @@ import pytest
 from graph import Settings
 from graph.responses import negotiate
 from resolvers import Database
-from tests.factories import make_tenant, message
+from tests.factories import app_client, make_tenant, message
 from tests.live import live_server, raw_connection, read_response, request_head
 
 QUERY = "{ metrics { instance totalMessages messagesByType { key count } firstMessageAt } }"
@@ -323,3 +323,19 @@ async def test_a_malformed_body_and_a_bug_keep_the_connection_alive(
 
 def _raise(*_: object, **__: object) -> None:
     raise RuntimeError("a bug")
+
+
+async def test_a_refusal_during_the_operation_sets_the_http_status(
+    settings: Settings, db: Database
+) -> None:
+    """The context gets Strawberry's sub-response: an operation costing more than the
+    bucket holds is refused with 429 over HTTP, not 200."""
+    tenant = await make_tenant(db)
+    aliases = " ".join(f"m{i}: metrics {{ instance }}" for i in range(4))
+    small = settings.model_copy(update={"rate_limit_per_minute": 3})
+    async with app_client(small) as client:
+        response = await client.post(
+            "/graphql", json={"query": f"{{ {aliases} }}"}, headers={"token": tenant.account_token}
+        )
+    _graphql_error(response, status=429, code="RATE_LIMITED")
+    assert response.headers["retry-after"]
