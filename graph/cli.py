@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 from strawberry.printer import print_schema
@@ -130,7 +130,17 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
             port=settings.port,
             log_level=settings.log_level,
             access_log=False,  # the app logs each request as JSON
+            **_forwarding(settings),
         )
+
+
+def _forwarding(settings: Settings) -> dict[str, Any]:
+    """Trust ``X-Forwarded-For``/``-Proto`` only from ``FORWARDED_ALLOW_IPS`` (the proxy's
+    addresses); unset, trust none: uvicorn's default trusts loopback, where any local
+    caller could pick a fresh client address, and so a fresh rate-limit bucket, per request."""
+    if not settings.forwarded_allow_ips:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": settings.forwarded_allow_ips}
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
