@@ -22,8 +22,9 @@ from resolvers import Unavailable
 __all__ = ["Decision", "Meter", "RateLimiter"]
 
 #: A Redis that accepts connections but does not answer (stopped, overloaded) must not
-#: hold requests: after these seconds the hit fails, and the request is refused.
-_REDIS_TIMEOUTS = {"connect_timeout": 2.0, "stream_timeout": 2.0}
+#: hold requests: after these seconds (per attempt; coredis tries three times) the hit
+#: fails, and the request is refused.
+_REDIS_TIMEOUTS = {"connect_timeout": 1.0, "stream_timeout": 1.0}
 
 _STORAGE_DOWN = (
     "The rate-limit storage cannot be reached, so requests are refused until it answers."
