@@ -175,3 +175,12 @@ async def test_fields_repeated_past_the_validation_budget_are_refused_with_a_rea
     error = _error(response)
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
     assert "repeats the same fields" in error["message"]
+
+
+async def test_the_token_limit_is_a_setting(settings: Settings, db: Database) -> None:
+    query = "{ " + "__typename " * 30 + "}"
+    async with app_client(settings.model_copy(update={"graphql_max_tokens": 20})) as client:
+        response = await client.post("/graphql", json={"query": query})
+    error = _error(response)
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "more than 20 tokens" in error["message"]
