@@ -221,12 +221,13 @@ def _bad_input(message: str) -> GraphQLError:
 
 
 def _explain_abort(error: GraphQLError) -> GraphQLError:
-    """graphql-core's bare "Validation aborted." (its comparison budget spent) explained."""
+    """graphql-core's bare "Validation aborted." (its comparison budget spent, or fragments
+    nested past the recursion limit) explained."""
     if error.message != _ABORTED:
         return error
     return GraphQLError(
-        "Validation aborted: the operation repeats the same fields too often to be "
-        f"checked (at most {VALIDATION_BUDGET} comparisons of same-named fields).",
+        "Validation aborted: the operation is too complex to check (the same fields "
+        "selected too many times, or fragments nested too deeply). Simplify it.",
         extensions={"code": "BAD_USER_INPUT"},
     )
 
