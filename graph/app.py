@@ -74,7 +74,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
             graphql_path=GRAPHQL_PATH,
         ),
         Middleware(CancelOnDisconnect, paths=(GRAPHQL_PATH, *REST_PREFIXES)),
-        Middleware(Gate, paths=(GRAPHQL_PATH, *REST_PREFIXES), limiter=limiter),
+        Middleware(
+            Gate,
+            paths=(GRAPHQL_PATH, *REST_PREFIXES),
+            limiter=limiter,
+            lookup_timeout_s=settings.mongodb_server_selection_timeout_ms / 1000,
+        ),
     ]
     return Starlette(
         routes=routes,

@@ -10,6 +10,7 @@ storage cannot be reached, requests are refused with 503 (fail closed).
 
 from __future__ import annotations
 
+import pymongo
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -49,11 +50,13 @@ class Gate:
         *,
         paths: tuple[str, ...],
         limiter: RateLimiter,
+        lookup_timeout_s: float,
         graphql_path: str = "/graphql",
     ) -> None:
         self.app = app
         self.paths = paths
         self.limiter = limiter
+        self.lookup_timeout_s = lookup_timeout_s
         self.graphql_path = graphql_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -80,8 +83,14 @@ class Gate:
     async def _authenticate(
         self, db: Database, scope: Scope
     ) -> tuple[Caller | None, MetricsError | None]:
+        """The caller, or why it cannot be known. The token lookup gets at most
+        ``lookup_timeout_s`` of the request's deadline: inside a deadline PyMongo waits
+        the whole of it for a server, so an unreachable database would otherwise answer
+        only when the request deadline passes."""
+        token = token_from_headers(Headers(scope=scope))
         try:
-            return await authenticate(db=db, token=token_from_headers(Headers(scope=scope))), None
+            with pymongo.timeout(self.lookup_timeout_s):
+                return await authenticate(db=db, token=token), None
         except MetricsError as error:  # the database is unreachable
             return None, error
 
