@@ -65,6 +65,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
 
-# The app writes its own JSON request log, hence --no-access-log. --proxy-headers trusts
-# X-Forwarded-For only from FORWARDED_ALLOW_IPS (uvicorn's default: 127.0.0.1).
-CMD ["uvicorn", "--factory", "graph.app:create_app", "--host", "0.0.0.0", "--port", "8000", "--no-access-log", "--proxy-headers"]
+# `serve` is the one way the service starts, here as with `make run`: it writes its own
+# JSON request log, trusts X-Forwarded-For only from FORWARDED_ALLOW_IPS (unset: from
+# nobody), and exits when MONGODB_URI is unset since the image has no embedded database.
+CMD ["message-metrics", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -151,16 +151,16 @@ def test_healthcheck_probes_health_with_python_urllib() -> None:
     assert "wget" not in check
 
 
-def test_cmd_is_exec_form_running_the_uvicorn_factory() -> None:
+def test_cmd_is_exec_form_running_serve() -> None:
+    """The image starts the service the way `make run` does, so forwarding headers are
+    trusted only from FORWARDED_ALLOW_IPS there too (uvicorn alone trusts loopback)."""
     argv = json.loads(_only(_final_stage(), "CMD").args)
     assert isinstance(argv, list)
     assert all(isinstance(word, str) for word in argv)
-    assert argv[0] == "uvicorn"
-    assert argv[argv.index("--factory") + 1] == "graph.app:create_app"
+    assert argv[:2] == ["message-metrics", "serve"]
     assert argv[argv.index("--host") + 1] == "0.0.0.0"
     assert argv[argv.index("--port") + 1] == "8000"
-    assert "--no-access-log" in argv
-    assert "--proxy-headers" in argv
+    assert "--proxy-headers" not in argv
 
 
 def test_final_stage_exposes_port_8000() -> None:
