@@ -21,6 +21,14 @@ _INDEXES = {
             [("instanceId", ASCENDING), ("timestamp", ASCENDING)], name="instanceId_timestamp"
         )
     ],
+    # rollups (resolvers/rollups/store.py): one bucket per instance, level and start;
+    # values by instance, for dropping an instance's rollups
+    "rollup_buckets": [
+        IndexModel(
+            [("i", ASCENDING), ("l", ASCENDING), ("t", ASCENDING)], name="i_l_t", unique=True
+        )
+    ],
+    "rollup_values": [IndexModel([("i", ASCENDING)], name="i")],
 }
 
 

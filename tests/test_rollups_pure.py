@@ -14,7 +14,16 @@ from hypothesis import strategies as st
 
 from resolvers.rollups.changes import Changes, next_extreme
 from resolvers.rollups.contribution import contribution
-from resolvers.rollups.keys import Level, ceil_to, cover, decode_key, encode_key, floor_to
+from resolvers.rollups.keys import (
+    Level,
+    ceil_to,
+    cover,
+    decode_key,
+    encode_key,
+    floor_to,
+    part_index,
+)
+from resolvers.rollups.read import count_since, window
 from tests.factories import NOW
 from tests.reference import one_instance
 from tests.strategies import INSTANCE_IDS, messages
@@ -155,8 +164,8 @@ def test_folded_contributions_are_the_reference_metrics(
         changes.add(before=None, after=doc)
     for instance in INSTANCE_IDS:
         expected = one_instance(docs, instance_id=instance, ignore_groups=ignore, now=NOW)
-        for window in ("messagesLast7Days", "messagesLast30Days"):
-            del expected[window]
+        for name in ("messagesLast7Days", "messagesLast30Days"):
+            del expected[name]
         assert _summary(changes, instance, ignore=ignore) == expected
 
 
@@ -234,6 +243,60 @@ def test_cover_of_a_window_from_a_quarter_boundary_reads_no_raw_messages() -> No
     assert part.days_from == datetime(2026, 11, 19, tzinfo=UTC) and part.days_to is None
 
 
+def _bucket_docs(times: list[datetime], level: Level) -> dict[datetime, dict[str, Any]]:
+    """Bucket documents of ``level`` for messages of flag o at ``times``, by brute force:
+    ``c.o.n`` and, per finer bucket, ``n.<index>.o``."""
+    docs: dict[datetime, dict[str, Any]] = {}
+    finer = level.finer
+    assert finer is not None
+    for moment in times:
+        doc = docs.setdefault(floor_to(moment, level), {"c": {"o": {"n": 0}}, "n": {}})
+        doc["c"]["o"]["n"] += 1
+        part = doc["n"].setdefault(str(part_index(floor_to(moment, finer), level)), {"o": 0})
+        part["o"] += 1
+    return docs
+
+
+@given(
+    cutoff=_moments,
+    offsets=st.lists(
+        st.integers(-40 * 86_400_000, 3 * 86_400_000) | st.sampled_from([0, 1, -1, 899_999]),
+        max_size=40,
+    ),
+)
+def test_a_window_counts_from_buckets_what_a_scan_counts(
+    cutoff: datetime, offsets: list[int]
+) -> None:
+    plan = window(cutoff)
+    times = [plan.cutoff + timedelta(milliseconds=offset) for offset in offsets]
+    raw = 0
+    if plan.raw is not None:
+        low, high = plan.raw
+        raw = sum(1 for moment in times if low <= moment < high)
+
+    got = count_since(
+        plan,
+        months=_bucket_docs(times, Level.MONTH),
+        day=_bucket_docs(times, Level.DAY).get(plan.day),
+        hour=_bucket_docs(times, Level.HOUR).get(plan.hour),
+        raw=raw,
+        flag="o",
+    )
+
+    assert got == sum(1 for moment in times if moment >= plan.cutoff)
+    assert plan.raw is None or plan.raw[1] - plan.raw[0] <= timedelta(minutes=7, seconds=30)
+
+
+def test_months_start_on_the_first_and_cut_into_days() -> None:
+    assert floor_to(T, Level.MONTH) == datetime(2026, 11, 1, tzinfo=UTC)
+    assert ceil_to(T, Level.MONTH) == datetime(2026, 12, 1, tzinfo=UTC)
+    december = datetime(2026, 12, 31, 23, tzinfo=UTC)
+    assert ceil_to(december, Level.MONTH) == datetime(2027, 1, 1, tzinfo=UTC)
+    assert part_index(datetime(2026, 12, 31, tzinfo=UTC), Level.MONTH) == 30
+    assert part_index(datetime(2026, 12, 31, 23, tzinfo=UTC), Level.DAY) == 23
+    assert part_index(datetime(2026, 12, 31, 23, 45, tzinfo=UTC), Level.HOUR) == 3
+
+
 # --- delta algebra ------------------------------------------------------------------
 
 _states = st.none() | messages()
@@ -279,6 +342,13 @@ def test_a_status_update_moves_only_the_status_counters() -> None:
         key = (A, floor_to(T, level))
         assert changes.bucket_counters(level) == {key: {"o.st.sent": -1, "o.st.read": 1}}
     assert changes.value_counts() == {} and changes.timestamps() == {}
+    assert changes.instances == {A}
+
+
+def test_a_chat_change_touches_the_instance_through_its_values_alone() -> None:
+    changes = Changes()
+    changes.add(before=_doc(), after=_doc(chatId="b@s.whatsapp.net"))
+    assert changes.instance_counters() == {}
     assert changes.instances == {A}
 
 

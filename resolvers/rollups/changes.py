@@ -54,7 +54,12 @@ class Changes:
     @property
     def instances(self) -> frozenset[ObjectId]:
         """The instances touched."""
-        return frozenset(self._instances) | frozenset(i for i, _ in self._times)
+        touched = set(self._instances)
+        touched.update(instance for instance, _ in self._times)
+        touched.update(instance for instance, _, _ in self._values)
+        for buckets in self._buckets.values():
+            touched.update(instance for instance, _ in buckets)
+        return frozenset(touched)
 
     def instance_counters(self) -> Mapping[ObjectId, Mapping[str, int]]:
         """All-time counter deltas per instance (undated messages included)."""

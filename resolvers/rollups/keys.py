@@ -2,10 +2,10 @@
 
 Map keys (``type``, ``status``, ``media.type``) are user data and become MongoDB field
 names, so ``%``, ``.``, ``$`` and NUL are percent-encoded (``%`` first, so decoding is
-exact). Times are cut into UTC days, hours and quarter hours: every UTC offset in use is
-a multiple of 15 minutes (+05:30, +05:45, +12:45), so any local hour, day, week or month
-is a sum of whole quarters, hours and days, plus raw messages at instants that are not
-on a quarter boundary (``cover``).
+exact). Times are cut into UTC months, days, hours and quarter hours: every UTC offset in
+use is a multiple of 15 minutes (+05:30, +05:45, +12:45), so any local hour, day, week
+or month is a sum of whole quarters, hours and days, plus raw messages at instants that
+are not on a quarter boundary (``cover``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ __all__ = [
     "decode_key",
     "encode_key",
     "floor_to",
+    "part_index",
     "to_millis",
     "truncate_to_millis",
 ]
@@ -37,21 +38,34 @@ _ESCAPED = re.compile("|".join(re.escape(code) for code in _UNESCAPES))
 
 
 class Level(Enum):
-    """A bucket width; the value is the rollup collection that holds its buckets."""
+    """A bucket width; the value is the bucket documents' ``l`` field."""
 
-    QUARTER = "rollup_quarters"
-    HOUR = "rollup_hours"
-    DAY = "rollup_days"
+    QUARTER = "q"
+    HOUR = "h"
+    DAY = "d"
+    MONTH = "m"
 
     @property
     def width(self) -> timedelta:
+        """The fixed width (a month has none)."""
         return _WIDTHS[self]
+
+    @property
+    def finer(self) -> Level | None:
+        """The level a bucket of this level is cut into (None for a quarter)."""
+        return _FINER[self]
 
 
 _WIDTHS = {
     Level.QUARTER: timedelta(minutes=15),
     Level.HOUR: timedelta(hours=1),
     Level.DAY: timedelta(days=1),
+}
+_FINER: dict[Level, Level | None] = {
+    Level.QUARTER: None,
+    Level.HOUR: Level.QUARTER,
+    Level.DAY: Level.HOUR,
+    Level.MONTH: Level.DAY,
 }
 
 
@@ -78,6 +92,9 @@ def to_millis(moment: datetime) -> int:
 
 def floor_to(moment: datetime, level: Level) -> datetime:
     """The start of the bucket of ``level`` that holds ``moment``."""
+    if level is Level.MONTH:
+        day = floor_to(moment, Level.DAY)
+        return day.replace(day=1)
     width = to_millis(EPOCH + level.width)
     return EPOCH + _MS * (to_millis(moment) // width * width)
 
@@ -85,7 +102,19 @@ def floor_to(moment: datetime, level: Level) -> datetime:
 def ceil_to(moment: datetime, level: Level) -> datetime:
     """The first bucket boundary of ``level`` at or after ``moment`` (ms precision)."""
     start = floor_to(moment, level)
-    return start if start == truncate_to_millis(moment) else start + level.width
+    if start == truncate_to_millis(moment):
+        return start
+    if level is Level.MONTH:
+        return floor_to(start + timedelta(days=31), Level.MONTH)
+    return start + level.width
+
+
+def part_index(start: datetime, level: Level) -> int:
+    """Which bucket of ``level.finer`` within its ``level`` bucket starts at ``start``:
+    the quarter of an hour (0-3), the hour of a day (0-23), the day of a month (0-30)."""
+    finer = level.finer
+    assert finer is not None, "a quarter hour is not cut further"
+    return (start - floor_to(start, level)) // finer.width
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +146,12 @@ def cover(start: datetime, end: datetime | None = None) -> Cover:
             low, finer = aligned_low, level
             continue
         aligned_high = floor_to(high, level)
-        if aligned_low >= aligned_high:
+        if aligned_low > aligned_high:  # inside one bucket of this level
             _margin(parts, level=finer, low=low, high=high)
+            return _cover_of(parts, days=None)
+        if aligned_low == aligned_high:  # across one boundary, no whole bucket
+            _margin(parts, level=finer, low=low, high=aligned_low)
+            _margin(parts, level=finer, low=aligned_low, high=high)
             return _cover_of(parts, days=None)
         _margin(parts, level=finer, low=low, high=aligned_low)
         _margin(parts, level=finer, low=aligned_high, high=high)
