@@ -156,11 +156,14 @@ async def test_other_schema_versions_are_never_ready(db: Database) -> None:
     assert state is not None and not state.instance_ready(A)
 
 
-async def test_only_the_holder_refreshes_the_applied_position(db: Database) -> None:
+async def test_only_the_holder_refreshes_the_position_and_token(db: Database) -> None:
     async with db.client.start_session() as session:
         await start_build(db=db, holder="h", session=session)
-    assert await refresh_applied(db=db, holder="h", applied_at=Timestamp(7, 1))
-    assert not await refresh_applied(db=db, holder="other", applied_at=Timestamp(9, 1))
-    assert await refresh_applied(db=db, holder="h", applied_at=Timestamp(6, 1))
+    token = {"_data": "05"}
+    assert await refresh_applied(db=db, holder="h", applied_at=Timestamp(7, 1), token=token)
+    assert not await refresh_applied(
+        db=db, holder="other", applied_at=Timestamp(9, 1), token={"_data": "99"}
+    )
+    assert await refresh_applied(db=db, holder="h", applied_at=Timestamp(6, 1), token=None)
     state = await read_state(db=db)
-    assert state is not None and state.applied_at == Timestamp(7, 1)
+    assert state is not None and state.applied_at == Timestamp(7, 1) and state.token == token

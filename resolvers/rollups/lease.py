@@ -13,7 +13,7 @@ changes are applied twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -89,7 +89,10 @@ async def read_lease(*, db: Database) -> Lease | None:
     doc = await db[LEASE_COLLECTION].find_one({"_id": _ID})
     if doc is None:
         return None
-    return Lease(holder=str(doc["holder"]), expires_at=doc["expiresAt"])
+    expires: datetime = doc["expiresAt"]
+    if expires.tzinfo is None:  # a client without tz_aware reads UTC as naive
+        expires = expires.replace(tzinfo=UTC)
+    return Lease(holder=str(doc["holder"]), expires_at=expires)
 
 
 def _held_by(holder: str, *, until: datetime) -> dict[str, Any]:

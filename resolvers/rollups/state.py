@@ -232,12 +232,16 @@ async def save_state(
     await db[STATE_COLLECTION].update_one({"_id": _ID}, update, upsert=True, session=session)
 
 
-async def refresh_applied(*, db: Database, holder: str, applied_at: Timestamp) -> bool:
-    """Move ``appliedAt`` forward while idle (for other processes); False when the state
-    is no longer ours (another consumer took over)."""
-    result = await db[STATE_COLLECTION].update_one(
-        {"_id": _ID, "holder": holder}, {"$max": {"appliedAt": applied_at}}
-    )
+async def refresh_applied(
+    *, db: Database, holder: str, applied_at: Timestamp, token: Mapping[str, Any] | None
+) -> bool:
+    """While idle (everything read is applied): move ``appliedAt`` forward for other
+    processes and keep the token recent, so a restart after a quiet spell does not ask
+    for history the oplog no longer has. False when the state is no longer ours."""
+    update: dict[str, Any] = {"$max": {"appliedAt": applied_at}}
+    if token is not None:
+        update["$set"] = {"token": token}
+    result = await db[STATE_COLLECTION].update_one({"_id": _ID, "holder": holder}, update)
     return result.matched_count == 1
 
 

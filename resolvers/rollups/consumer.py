@@ -1,0 +1,603 @@
+"""The change-stream consumer: keeps the rollups current, builds them, says how far it is.
+
+One process per database holds the lease (``lease.py``) and runs the loop: read
+events (pre-images on) until the stream is caught up or a batch is full, turn them into
+one ``Changes``, and apply it in ONE transaction with the resume token, the applied
+position and the lease fence. A crash before the commit loses nothing (the stream
+resumes at the stored token); after it, nothing is counted twice. Anything the stream
+cannot express as a delta (no pre-image, a dropped or renamed collection, lost
+history) drops the rollups and builds them again, in the same loop (``backfill.py``).
+
+The applied position is a cluster time P: every message write at or before P is in the
+rollups of every built instance. It moves when a poll of the stream comes back empty:
+P is then a cluster time observed before that poll was sent, either from the stream's
+own replies or from a reader that is waiting for its own cluster time (``wait_for``
+nudges the loop to poll at once). Other processes read it from ``rollup_state``, which
+the loop refreshes while idle.
+
+Known limit: a write whose oplog slot was reserved before P was observed but that
+commits only after the empty poll is not covered by P. On SecantusDB that window is the
+few microseconds between reserving and committing an entry; MongoDB's own change
+stream high-water marks share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from bson import Timestamp
+from pymongo.asynchronous.change_stream import AsyncChangeStream
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
+
+from resolvers.db import Database
+from resolvers.rollups.backfill import Days, Window, next_span, read_next_step, route
+from resolvers.rollups.changes import Changes
+from resolvers.rollups.events import RebuildNeeded, decode_event
+from resolvers.rollups.lease import (
+    LeaseLost,
+    fence,
+    read_lease,
+    release_lease,
+    renew_lease,
+    take_lease,
+)
+from resolvers.rollups.state import (
+    SCHEMA_VERSION,
+    Build,
+    RollupState,
+    read_state,
+    refresh_applied,
+    save_state,
+    start_build,
+)
+from resolvers.rollups.store import apply_changes, drop_rollups
+
+__all__ = [
+    "AppliedPosition",
+    "ConsumerOptions",
+    "ConsumerStatus",
+    "FaultHook",
+    "Phase",
+    "RollupConsumer",
+    "enable_pre_images",
+]
+
+_log = logging.getLogger(__name__)
+
+Phase = Literal["stopped", "standby", "building", "ready", "failed"]
+"""``standby``: another process holds the lease (this one waits to take over)."""
+
+FaultHook = Callable[[], Awaitable[None]]
+"""Called inside each commit's transaction after every write, before the commit."""
+
+# A resume point the server no longer has: ChangeStreamHistoryLost, InvalidResumeToken,
+# ChangeStreamFatalError.
+_HISTORY_LOST = frozenset({286, 260, 280})
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerOptions:
+    batch_size: int = 500
+    """Events per transaction at most."""
+    idle_poll: float = 0.02
+    """Seconds between polls once caught up (a waiting reader cuts it short)."""
+    lease_ttl: timedelta = timedelta(seconds=10)
+    renew_every: float = 3.0
+    refresh_every: float = 0.2
+    """Seconds between idle refreshes of ``rollup_state.appliedAt`` for other processes."""
+    build_target: int = 2_000
+    """Messages per build read the day span adapts to (a read is at least one day)."""
+    retry_delay: float = 1.0
+    """Seconds before starting over after a database error."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerStatus:
+    phase: Phase
+    percent: float
+    """Build progress (100 when ready)."""
+    behind: int
+    """Events read from the stream and not applied yet."""
+    lag_seconds: float
+    """While catching up: age of the newest event read; 0 once caught up."""
+    applied_at: Timestamp | None
+    error: str | None
+
+
+class AppliedPosition:
+    """The consumer's applied cluster time in this process, and waiting for it."""
+
+    def __init__(self) -> None:
+        self._applied: Timestamp | None = None
+        self._wanted: Timestamp | None = None
+        self._changed = asyncio.Condition()
+        self.nudge = asyncio.Event()
+
+    @property
+    def applied(self) -> Timestamp | None:
+        return self._applied
+
+    @property
+    def wanted(self) -> Timestamp | None:
+        """The latest cluster time a reader observed and waits for."""
+        return self._wanted
+
+    def covers(self, moment: Timestamp) -> bool:
+        return self._applied is not None and self._applied >= moment
+
+    async def publish(self, moment: Timestamp) -> None:
+        if self.covers(moment):
+            return
+        self._applied = moment
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for(self, moment: Timestamp, *, timeout: float) -> bool:
+        """Whether the position reaches ``moment`` (a cluster time the caller observed)
+        within ``timeout`` seconds; asks the consumer to poll at once."""
+        if self.covers(moment):
+            return True
+        self._wanted = moment if self._wanted is None else max(self._wanted, moment)
+        self.nudge.set()
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout), self._changed:
+                await self._changed.wait_for(lambda: self.covers(moment))
+        return self.covers(moment)
+
+
+async def enable_pre_images(*, db: Database) -> None:
+    """Store pre-images of ``messages`` (MongoDB >= 6, SecantusDB); creates it if absent."""
+    if "messages" not in await db.list_collection_names(filter={"name": "messages"}):
+        with contextlib.suppress(CollectionInvalid, OperationFailure):  # created meanwhile
+            await db.create_collection("messages")
+    await db.command({"collMod": "messages", "changeStreamPreAndPostImages": {"enabled": True}})
+
+
+@dataclass(slots=True)
+class _Batch:
+    events: list[Mapping[str, Any]]
+    caught_up: bool
+    coverage: Timestamp | None
+    """When caught up: a cluster time observed before the empty poll."""
+    ended: bool = False
+    """The stream closed after these events (an invalidate, say)."""
+
+
+class _StreamEnded(Exception):
+    """The stream closed without an error (start over from the stored state)."""
+
+
+class RollupConsumer:
+    """Runs the consumer loop as an asyncio task: ``start``/``stop`` by its owner."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        holder: str | None = None,
+        options: ConsumerOptions | None = None,
+        fault_hook: FaultHook | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._db = db
+        self.holder = holder or f"{uuid.uuid4().hex[:12]}"
+        self._options = options or ConsumerOptions()
+        self._fault_hook = fault_hook
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self.position = AppliedPosition()
+        self._task: asyncio.Task[None] | None = None
+        self._lease_lost = False
+        self._saved_build: Build | None = None
+        self._phase: Phase = "stopped"
+        self._build: Build | None = None
+        self._behind = 0
+        self._lag = 0.0
+        self._error: str | None = None
+
+    # --- owner's API -----------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self.run(), name=f"rollup-consumer-{self.holder}")
+
+    async def stop(self, *, release: bool = True) -> None:
+        """End the task; ``release`` lets another process take over at once (without it,
+        the lease expires: what a crashed process leaves)."""
+        task, self._task = self._task, None
+        if task is not None:
+            # On Python 3.11 a cancel can be lost inside the driver (asyncio.wait_for
+            # swallows it when the awaited write completes at the same moment): repeat it
+            while not task.done():
+                task.cancel()
+                await asyncio.wait([task], timeout=0.5)
+        if release:
+            with contextlib.suppress(PyMongoError):
+                await release_lease(db=self._db, holder=self.holder, now=self._clock())
+        self._phase = "stopped"
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._task
+
+    def status(self) -> ConsumerStatus:
+        building = self._phase == "building" and self._build is not None
+        percent = self._build.percent() if building and self._build else 0.0
+        if self._phase == "ready":
+            percent = 100.0
+        return ConsumerStatus(
+            phase=self._phase,
+            percent=percent,
+            behind=self._behind,
+            lag_seconds=self._lag,
+            applied_at=self.position.applied,
+            error=self._error,
+        )
+
+    async def run(self) -> None:
+        """The loop: hold the lease and follow the stream; start over after database
+        errors; any other exception (a bug, or the fault hook) ends the task."""
+        try:
+            while True:
+                try:
+                    await self._hold_and_follow()
+                except LeaseLost as exc:
+                    _log.info("rollups: %s", exc)
+                    self._phase = "standby"
+                except (PyMongoError, _StreamEnded) as exc:
+                    _log.warning("rollups: consumer starts over after: %s", exc)
+                    self._error = str(exc)
+                    await asyncio.sleep(self._options.retry_delay)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._phase, self._error = "failed", repr(exc)
+            raise
+
+    # --- lease -----------------------------------------------------------------------
+
+    async def _hold_and_follow(self) -> None:
+        options = self._options
+        if not await self._take_lease():
+            self._phase = "standby"
+            await asyncio.sleep(options.renew_every)
+            return
+        self._lease_lost = False
+        await enable_pre_images(db=self._db)
+        renewer = asyncio.create_task(self._renew())
+        try:
+            while True:
+                try:
+                    await self._follow(await self._trusted_state())
+                except RebuildNeeded as exc:
+                    await self._begin_rebuild(str(exc))
+        finally:
+            renewer.cancel()
+            await asyncio.wait([renewer])  # unlike awaiting it, never eats our own cancel
+
+    async def _take_lease(self) -> bool:
+        """Take the lease when it is free; while another holder's is current, only read
+        it (a write would conflict with that holder's transactions)."""
+        now = self._clock()
+        lease = await read_lease(db=self._db)
+        if lease is not None and lease.holder != self.holder and lease.expires_at > now:
+            return False
+        return await take_lease(
+            db=self._db, holder=self.holder, now=now, ttl=self._options.lease_ttl
+        )
+
+    async def _renew(self) -> None:
+        options = self._options
+        while True:
+            await asyncio.sleep(options.renew_every)
+            try:
+                held = await renew_lease(
+                    db=self._db, holder=self.holder, now=self._clock(), ttl=options.lease_ttl
+                )
+            except PyMongoError as exc:
+                _log.warning("rollups: lease renewal failed: %s", exc)
+                continue
+            if not held:
+                self._lease_lost = True
+                self.position.nudge.set()
+                return
+
+    def _check_lease(self) -> None:
+        if self._lease_lost:
+            raise LeaseLost(f"the rollup consumer lease was taken from {self.holder}")
+
+    # --- state and rebuilds ----------------------------------------------------------
+
+    async def _trusted_state(self) -> RollupState:
+        state = await read_state(db=self._db)
+        reason = _distrust(state)
+        if reason is not None:
+            await self._begin_rebuild(reason)
+            state = await read_state(db=self._db)
+        assert state is not None
+        return state
+
+    async def _begin_rebuild(self, reason: str) -> None:
+        _log.warning("rollups: rebuilding from the messages (%s)", reason)
+        self._phase, self._build = "building", Build()
+        await enable_pre_images(db=self._db)  # a dropped collection lost the setting
+        async with self._fenced_transaction() as session:
+            await start_build(db=self._db, holder=self.holder, session=session)
+            await drop_rollups(db=self._db, session=session)
+        self._saved_build = Build()
+
+    @contextlib.asynccontextmanager
+    async def _fenced_transaction(self) -> AsyncIterator[AsyncClientSession]:
+        """A transaction that commits only while this process holds the lease."""
+        self._check_lease()
+        async with (
+            self._db.client.start_session() as session,
+            await session.start_transaction(),
+        ):
+            await fence(
+                db=self._db,
+                holder=self.holder,
+                now=self._clock(),
+                ttl=self._options.lease_ttl,
+                session=session,
+            )
+            yield session
+
+    # --- the stream ------------------------------------------------------------------
+
+    async def _follow(self, state: RollupState) -> None:
+        build = None if state.status == "ready" else (state.build or Build())
+        self._saved_build, self._build = build, build
+        async with self._db.client.start_session(causal_consistency=False) as session:
+            stream = await self._open(state.token, session)
+            try:
+                await _Follower(self, stream, session, build, state.applied_at).run()
+            finally:
+                await stream.close()
+
+    async def _open(
+        self, token: Mapping[str, Any] | None, session: AsyncClientSession
+    ) -> AsyncChangeStream[dict[str, Any]]:
+        try:
+            return await self._db.messages.watch(
+                full_document_before_change="whenAvailable",
+                show_expanded_events=True,
+                resume_after=token,
+                max_await_time_ms=1,
+                session=session,
+            )
+        except OperationFailure as exc:
+            raise _lost_or(exc) from exc
+
+    async def _commit(
+        self,
+        *,
+        changes: Changes,
+        token: Mapping[str, Any] | None,
+        applied_at: Timestamp | None,
+        build: Build | None,
+    ) -> None:
+        async with self._fenced_transaction() as session:
+            await apply_changes(db=self._db, changes=changes, session=session)
+            await save_state(
+                db=self._db,
+                holder=self.holder,
+                token=token,
+                applied_at=applied_at,
+                build=build,
+                saved=self._saved_build,
+                session=session,
+            )
+            if self._fault_hook is not None:
+                await self._fault_hook()
+        self._saved_build = build
+
+
+class _Follower:
+    """One run of the loop over an open stream (its state lives only this long)."""
+
+    def __init__(
+        self,
+        consumer: RollupConsumer,
+        stream: AsyncChangeStream[dict[str, Any]],
+        session: AsyncClientSession,
+        build: Build | None,
+        applied_at: Timestamp | None,
+    ) -> None:
+        self._consumer = consumer
+        self._stream = stream
+        self._session = session
+        self._build = build
+        self._window: Window | None = None
+        self._span = 1
+        self._known = applied_at
+        """A cluster time up to which the stream has delivered everything (history guard)."""
+        self._refreshed_at = 0.0
+        self._refreshed: Timestamp | None = None
+
+    async def run(self) -> None:
+        consumer = self._consumer
+        consumer._phase = "ready" if self._build is None else "building"
+        while True:
+            consumer._check_lease()
+            batch = await self._read_batch()
+            await self._apply(batch)  # an event that ends a stream asks for a rebuild
+            if batch.ended:
+                raise _StreamEnded("the change stream closed")
+            if batch.caught_up:
+                await self._when_caught_up()
+
+    async def _read_batch(self) -> _Batch:
+        events: list[Mapping[str, Any]] = []
+        limit = self._consumer._options.batch_size
+        while len(events) < limit:
+            coverage = self._coverage()
+            try:
+                event = await self._stream.try_next()
+            except OperationFailure as exc:
+                raise _lost_or(exc) from exc
+            if event is None and not self._stream.alive:
+                return _Batch(events, caught_up=False, coverage=None, ended=True)
+            if event is None:
+                return _Batch(events, caught_up=True, coverage=coverage)
+            events.append(event)
+            self._consumer._behind = len(events)
+        return _Batch(events, caught_up=False, coverage=None)
+
+    def _coverage(self) -> Timestamp | None:
+        """A cluster time observed before the next poll: everything written up to it is
+        visible to that poll."""
+        seen = [t for t in (self._session.operation_time, self._consumer.position.wanted) if t]
+        return max(seen, default=None)
+
+    async def _apply(self, batch: _Batch) -> None:
+        changes = Changes()
+        for event in batch.events:
+            change = decode_event(event)
+            if change is not None:
+                route(
+                    changes=changes,
+                    change=change,
+                    doc_id=event["documentKey"]["_id"],
+                    build=self._build,
+                    window=self._window,
+                )
+        if batch.events:
+            await self._guard_history(batch.events)
+        build = self._finish_window(changes) if batch.caught_up else self._build
+        if batch.events or build is not self._build:
+            await self._consumer._commit(
+                changes=changes,
+                token=self._stream.resume_token,
+                applied_at=batch.coverage,
+                build=build,
+            )
+        self._build = self._consumer._build = build
+        self._consumer._phase = "ready" if build is None else "building"
+        self._consumer._behind = 0
+        self._consumer._lag = (
+            _age(batch.events[-1]) if batch.events and not batch.caught_up else 0.0
+        )
+        if batch.coverage is not None:
+            await self._consumer.position.publish(batch.coverage)
+            self._known = _later(self._known, batch.coverage)
+
+    def _finish_window(self, changes: Changes) -> Build | None:
+        window, build = self._window, self._build
+        if window is None or build is None:
+            return build
+        window.fold(changes)
+        self._window = None
+        if isinstance(window.step, Days):
+            options = self._consumer._options
+            self._span = next_span(
+                span_days=self._span, read=len(window), target=options.build_target
+            )
+        advanced = window.step.advance(build)
+        _log.info("rollups: building, %.1f%% done (%s)", advanced.percent(), window.step)
+        return None if advanced.done else advanced
+
+    async def _when_caught_up(self) -> None:
+        if self._build is not None and self._window is None:
+            self._window = await read_next_step(
+                db=self._consumer._db, build=self._build, span_days=self._span
+            )
+            if self._window is None:  # nothing left to read: the build is complete
+                await self._consumer._commit(
+                    changes=Changes(), token=self._stream.resume_token, applied_at=None, build=None
+                )
+                self._build = self._consumer._build = None
+                self._consumer._phase = "ready"
+            return
+        if self._build is None:
+            await self._refresh()
+            await self._idle()
+
+    async def _refresh(self) -> None:
+        """Tell other processes the applied position (at most every ``refresh_every``)."""
+        consumer = self._consumer
+        applied = consumer.position.applied
+        now = time.monotonic()
+        due = now - self._refreshed_at >= consumer._options.refresh_every
+        if applied is None or not due or applied == self._refreshed:
+            return
+        ours = await refresh_applied(
+            db=consumer._db,
+            holder=consumer.holder,
+            applied_at=applied,
+            token=self._stream.resume_token,
+        )
+        if not ours:
+            raise LeaseLost(f"rollup_state was written by another consumer than {consumer.holder}")
+        self._refreshed_at, self._refreshed = now, applied
+
+    async def _idle(self) -> None:
+        nudge = self._consumer.position.nudge
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._consumer._options.idle_poll):
+                await nudge.wait()
+        nudge.clear()
+
+    async def _guard_history(self, events: list[Mapping[str, Any]]) -> None:
+        """SecantusDB prunes the oplog under an open stream without an error: if the
+        oldest entry left is newer than what the stream is known to have delivered,
+        events in between may be gone."""
+        floor = await _oplog_floor(self._consumer._db)
+        if floor is not None and self._known is not None and floor > self._known:
+            raise RebuildNeeded(
+                f"the oplog was pruned past the consumer's position ({floor} > {self._known})"
+            )
+        times = [event["clusterTime"] for event in events if "clusterTime" in event]
+        if times:
+            self._known = _later(self._known, max(times))
+
+
+async def _oplog_floor(db: Database) -> Timestamp | None:
+    """The time of the oldest oplog entry, None when it cannot be read (MongoDB without
+    the privilege: there an open stream that falls off the oplog gets error 286)."""
+    try:
+        oplog = db.client.local["oplog.rs"]
+        doc = await oplog.find_one({}, {"ts": 1}, sort=[("$natural", 1)])
+    except OperationFailure:
+        return None
+    ts = None if doc is None else doc.get("ts")
+    return ts if isinstance(ts, Timestamp) else None
+
+
+def _distrust(state: RollupState | None) -> str | None:
+    """Why the stored rollups cannot be continued from, or None."""
+    if state is None:
+        return "no rollups yet"
+    if state.schema != SCHEMA_VERSION:
+        return f"rollup layout {state.schema} is not {SCHEMA_VERSION}"
+    fresh = state.status == "building" and state.build == Build()
+    if state.token is None and not fresh:
+        return "no stream position was saved"
+    return None
+
+
+def _lost_or(exc: OperationFailure) -> Exception:
+    if exc.code in _HISTORY_LOST:
+        return RebuildNeeded(f"the stream cannot resume ({exc.code}: {exc.details})")
+    return exc
+
+
+def _later(known: Timestamp | None, moment: Timestamp) -> Timestamp:
+    return moment if known is None else max(known, moment)
+
+
+def _age(event: Mapping[str, Any]) -> float:
+    wall = event.get("wallTime")
+    if not isinstance(wall, datetime):
+        return 0.0
+    moment = wall if wall.tzinfo else wall.replace(tzinfo=UTC)
+    return max((datetime.now(UTC) - moment).total_seconds(), 0.0)

@@ -1,0 +1,325 @@
+"""The change-stream consumer on a real server: whatever happens to the messages, once it
+has caught up the rollups answer exactly what the full scan answers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bson import ObjectId
+
+from graph.embedded import free_port, is_reachable, stop_process
+from resolvers import Database, InstanceRef, ensure_indexes, fetch_metrics, open_client
+from resolvers.rollups import read_rollup_metrics
+from resolvers.rollups.consumer import ConsumerOptions, RollupConsumer
+from tests.factories import NOW, message
+
+A, B, C = (ObjectId(f"{n:024x}") for n in range(1, 4))
+FAST = ConsumerOptions(idle_poll=0.01, retry_delay=0.05, build_target=4)
+
+
+class Crash(Exception):
+    """The process died (raised by the fault hook)."""
+
+
+def _consumer(db: Database, **kwargs: Any) -> RollupConsumer:
+    return RollupConsumer(db=db, holder="test", options=kwargs.pop("options", FAST), **kwargs)
+
+
+@pytest.fixture
+async def consumer(db: Database) -> AsyncIterator[RollupConsumer]:
+    running = _consumer(db)
+    running.start()
+    yield running
+    await running.stop()
+
+
+async def settle(db: Database, consumer: RollupConsumer, *, timeout: float = 60.0) -> None:
+    """Wait until the consumer has applied every write made so far and is ready (in that
+    order: a write it has not seen yet may still start a rebuild)."""
+    async with db.client.start_session() as session:
+        await db.rollup_state.find_one({}, session=session)
+        now = session.operation_time
+    assert now is not None
+    deadline = time.monotonic() + timeout
+    while not await consumer.position.wait_for(now, timeout=0.1):
+        _check_alive(consumer)
+        assert time.monotonic() < deadline, consumer.status()
+    while consumer.status().phase != "ready":
+        _check_alive(consumer)
+        assert time.monotonic() < deadline, consumer.status()
+        await asyncio.sleep(0.02)
+
+
+def _check_alive(consumer: RollupConsumer) -> None:
+    task = consumer.task
+    if task is not None and task.done():
+        task.result()  # raises what ended it
+
+
+async def assert_exact(db: Database, *, instances: tuple[ObjectId, ...] = (A, B, C)) -> None:
+    """Rollups equal the full scan: each instance alone and all together, ignoring group
+    messages or not, at now and at the window edges."""
+    selections = [[i] for i in instances] + [list(instances)]
+    for ignore in (False, True):
+        for ids in selections:
+            refs = [InstanceRef(id=i, name=str(i), ignore_group_messages=ignore) for i in ids]
+            for now in (NOW, NOW + timedelta(days=7, minutes=1), NOW - timedelta(days=3)):
+                expected = await fetch_metrics(db=db, instances=refs, now=now)
+                got = await read_rollup_metrics(db=db, instances=refs, now=now)
+                assert got == expected, (ids, ignore, now)
+
+
+def _odd_documents() -> list[dict[str, Any]]:
+    return [
+        message(A, days_ago=0.5, isGroup=True, fromMe=False, sender="s@s.whatsapp.net"),
+        message(A, days_ago=8, chatId="g@g.us", isGroup=True, media={"type": "image"}),
+        message(A, timestamp="2026-11-20", status=None, type=7),
+        message(A, timestamp=[NOW]),
+        message(B, days_ago=29.99, fromMe=True, media="image", status="a.b$c%"),
+        message(B, days_ago=31, chatId=42, isGroup="true"),
+        {"instanceId": [A], "timestamp": NOW, "chatId": "x@s.whatsapp.net"},
+        {"instanceId": str(C), "timestamp": NOW},
+        {"instanceId": C},
+        {},
+    ]
+
+
+async def test_stream_keeps_rollups_exact_through_every_kind_of_write(
+    db: Database, consumer: RollupConsumer
+) -> None:
+    await settle(db, consumer)
+    docs = [message(i, days_ago=d) for i in (A, B, C) for d in (0.1, 2, 6.9, 7.1, 29, 45)]
+    ids = (await db.messages.insert_many(docs + _odd_documents())).inserted_ids
+    await settle(db, consumer)
+    await assert_exact(db)
+
+    later = NOW + timedelta(minutes=5)
+    await db.messages.update_many({"instanceId": A}, {"$set": {"status": "played"}})
+    await db.messages.update_one({"_id": ids[0]}, {"$set": {"updatedAt": later, "isGroup": True}})
+    await db.messages.update_one({"_id": ids[1]}, {"$set": {"timestamp": NOW - timedelta(days=40)}})
+    await db.messages.update_one({"_id": ids[2]}, {"$unset": {"chatId": "", "type": ""}})
+    await db.messages.update_one({"_id": ids[3]}, {"$set": {"media": {"type": "video"}}})
+    await db.messages.update_one({"_id": ids[4]}, {"$set": {"instanceId": B}})
+    await db.messages.update_one({"_id": ids[5]}, {"$set": {"instanceId": [A]}})
+    await db.messages.replace_one({"_id": ids[6]}, message(C, days_ago=3, type="poll"))
+    await db.messages.delete_many({"_id": {"$in": ids[7:12]}})
+    await db.messages.delete_many({"instanceId": B, "timestamp": {"$lt": NOW - timedelta(days=20)}})
+    await settle(db, consumer)
+    await assert_exact(db)
+
+
+async def test_existing_messages_are_built_then_followed(db: Database) -> None:
+    docs = [message(i, days_ago=d / 3) for i in (A, B) for d in range(120)]
+    await db.messages.insert_many(docs + _odd_documents())
+    running = _consumer(db)
+    running.start()
+    try:
+        await settle(db, running)
+        await assert_exact(db)
+        await db.messages.insert_one(message(C, days_ago=1))
+        await db.messages.delete_many(
+            {"instanceId": A, "timestamp": {"$gt": NOW - timedelta(days=2)}}
+        )
+        await settle(db, running)
+        await assert_exact(db)
+    finally:
+        await running.stop()
+
+
+async def test_crash_between_apply_and_commit_loses_and_doubles_nothing(db: Database) -> None:
+    crashing = asyncio.Event()
+
+    async def hook() -> None:
+        if crashing.is_set():
+            raise Crash
+
+    first = _consumer(db, fault_hook=hook)
+    first.start()
+    try:
+        await settle(db, first)
+        await db.messages.insert_many([message(A, days_ago=d) for d in (1, 2, 3)])
+        await settle(db, first)
+        crashing.set()
+        await db.messages.insert_many([message(A, days_ago=d, type="poll") for d in (1, 4)])
+        await db.messages.update_many({"instanceId": A}, {"$set": {"status": "failed"}})
+        with pytest.raises(Crash):
+            await asyncio.wait_for(asyncio.shield(first.task), 30)  # type: ignore[arg-type]
+    finally:
+        await first.stop()
+    # the crashed batch wrote nothing: the rollups still hold the three first messages
+    ref = [InstanceRef(id=A, name="a", ignore_group_messages=False)]
+    stale = await read_rollup_metrics(db=db, instances=ref, now=NOW)
+    assert (stale.total_messages, stale.messages_by_status["failed"]) == (3, 0)
+
+    second = _consumer(db)  # the restarted process resumes at the stored token
+    second.start()
+    try:
+        await settle(db, second)
+        await assert_exact(db)
+    finally:
+        await second.stop()
+
+
+async def test_update_without_pre_image_rebuilds(
+    db: Database, consumer: RollupConsumer, caplog: pytest.LogCaptureFixture
+) -> None:
+    await db.messages.insert_many([message(i, days_ago=d) for i in (A, B) for d in (1, 9)])
+    await settle(db, consumer)
+    caplog.set_level(logging.WARNING, logger="resolvers.rollups.consumer")
+    await db.command({"collMod": "messages", "changeStreamPreAndPostImages": {"enabled": False}})
+    await db.messages.update_many({"instanceId": A}, {"$set": {"status": "sent"}})
+    await db.command({"collMod": "messages", "changeStreamPreAndPostImages": {"enabled": True}})
+    await db.messages.delete_one({"instanceId": B})
+    await settle(db, consumer)
+    await assert_exact(db)
+    assert "without its pre-image" in caplog.text
+
+
+async def test_dropped_collection_rebuilds(
+    db: Database, consumer: RollupConsumer, caplog: pytest.LogCaptureFixture
+) -> None:
+    await db.messages.insert_many([message(i, days_ago=d) for i in (A, B) for d in (1, 9)])
+    await settle(db, consumer)
+    caplog.set_level(logging.WARNING, logger="resolvers.rollups.consumer")
+    await db.messages.drop()
+    await db.messages.insert_many([message(C, days_ago=2), message(A, days_ago=40)])
+    await db.messages.update_many({}, {"$set": {"status": "sent"}})
+    await settle(db, consumer)
+    await assert_exact(db)
+    assert "'drop' event" in caplog.text
+
+
+async def test_build_while_messages_change_is_exact(db: Database) -> None:
+    """Writes of every kind land while the build reads one day span after another."""
+    rng = random.Random(20261125)
+
+    def random_message() -> dict[str, Any]:
+        fields = {"status": rng.choice(["read", "sent"]), "isGroup": rng.random() < 0.3}
+        return message(rng.choice([A, B]), days_ago=rng.uniform(0, 40), **fields)
+
+    ids = list((await db.messages.insert_many([random_message() for _ in range(300)])).inserted_ids)
+
+    async def write_something() -> None:
+        target = {"_id": rng.choice(ids)}
+        kind = rng.randrange(6)
+        if kind == 0:
+            ids.append((await db.messages.insert_one(random_message())).inserted_id)
+        elif kind == 1:
+            await db.messages.update_one(target, {"$set": {"status": "played"}})
+        elif kind == 2:
+            moved = NOW - timedelta(days=rng.uniform(0, 40))
+            await db.messages.update_one(target, {"$set": {"timestamp": moved}})
+        elif kind == 3:
+            await db.messages.update_one(target, {"$set": {"instanceId": rng.choice([A, B, C])}})
+        elif kind == 4:
+            await db.messages.update_one(target, {"$set": {"timestamp": "undated"}})
+        else:
+            await db.messages.delete_one(target)
+
+    running = _consumer(db)
+    running.start()
+    try:
+        during_build = 0
+        for _ in range(600):
+            await write_something()
+            if running.status().phase == "building":
+                during_build += 1
+            await asyncio.sleep(rng.uniform(0, 0.004))
+        await settle(db, running)
+        await assert_exact(db)
+        assert during_build >= 100, during_build
+    finally:
+        await running.stop()
+
+
+async def test_standby_consumer_takes_over_when_the_holder_stops(db: Database) -> None:
+    quick = ConsumerOptions(
+        idle_poll=0.01, retry_delay=0.05, lease_ttl=timedelta(milliseconds=300), renew_every=0.1
+    )
+    first = RollupConsumer(db=db, holder="first", options=quick)
+    second = RollupConsumer(db=db, holder="second", options=quick)
+    first.start()
+    await settle(db, first)
+    second.start()
+    try:
+        await db.messages.insert_many([message(A, days_ago=d) for d in (1, 2)])
+        await settle(db, first)
+        assert second.status().phase == "standby"
+        await first.stop(release=False)  # as if it died: the lease has to expire
+        await db.messages.insert_many([message(B, days_ago=d) for d in (3, 31)])
+        await settle(db, second)
+        await assert_exact(db)
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+# --- a server that forgets: resume token lost ----------------------------------------
+
+_SERVER = Path(sys.executable).with_name("secantusd-py")
+
+
+@pytest.fixture
+def forgetful_uri() -> Iterator[str]:
+    """A SecantusDB that keeps at most 50 oplog entries."""
+    if not _SERVER.exists():
+        pytest.skip("secantusd-py is not installed")
+    port = free_port()
+    command = [str(_SERVER), "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--storage-path", ":memory:", "--log-level", "WARNING"]
+    process = subprocess.Popen(
+        [*command, "--oplog-max-entries", "50"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+    try:
+        deadline = time.monotonic() + 30
+        while not is_reachable(uri, timeout_ms=300):
+            assert time.monotonic() < deadline, "secantusd-py did not start"
+            time.sleep(0.1)
+        yield uri
+    finally:
+        stop_process(process)
+
+
+async def test_lost_resume_token_rebuilds_instead_of_answering_wrong(
+    forgetful_uri: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = open_client(forgetful_uri, server_selection_timeout_ms=5_000)
+    async with client:
+        db = client.metrics
+        await ensure_indexes(db)
+        first = _consumer(db)
+        first.start()
+        await db.messages.insert_many([message(A, days_ago=d) for d in (1, 2, 3)])
+        await settle(db, first)
+        await first.stop()
+
+        # while no consumer runs, more writes than the oplog keeps
+        for day in range(80):
+            await db.messages.insert_one(message(B, days_ago=day / 2))
+        await db.messages.delete_many(
+            {"instanceId": A, "timestamp": {"$lt": NOW - timedelta(days=2)}}
+        )
+        await client.admin.command("secantusAdmin.pruneOplog")
+
+        caplog.set_level(logging.WARNING, logger="resolvers.rollups.consumer")
+        second = _consumer(db)
+        second.start()
+        try:
+            await settle(db, second)
+            await assert_exact(db)
+        finally:
+            await second.stop()
+    assert "the stream cannot resume (286" in caplog.text
