@@ -144,9 +144,10 @@ async def test_start_build_forgets_token_and_progress(db: Database) -> None:
             session=session,
         )
         await start_build(db=db, holder="k", session=session)
+        await start_build(db=db, holder="k", session=session)
     state = await read_state(db=db)
     assert state is not None and state.status == "building" and state.token is None
-    assert state.build == Build() and state.holder == "k"
+    assert state.build == Build() and state.holder == "k" and state.generation == 2
     assert state.applied_at == Timestamp(5, 0) and not state.instance_ready(A)
 
 

@@ -69,6 +69,7 @@ __all__ = [
     "Phase",
     "RollupConsumer",
     "enable_pre_images",
+    "stored_status",
 ]
 
 _log = logging.getLogger(__name__)
@@ -153,6 +154,25 @@ class AppliedPosition:
             async with asyncio.timeout(timeout), self._changed:
                 await self._changed.wait_for(lambda: self.covers(moment))
         return self.covers(moment)
+
+
+async def stored_status(*, db: Database) -> ConsumerStatus:
+    """The consumer's progress as another process sees it (``rollup_state`` and the
+    lease): ``standby`` when no process holds a current lease; ``lag_seconds`` is how far
+    ``appliedAt`` trails the cluster time (whole seconds)."""
+    async with db.client.start_session(causal_consistency=False) as session:
+        state = await read_state(db=db, session=session)
+        now = session.operation_time
+    lease = await read_lease(db=db)
+    if state is None:
+        return ConsumerStatus("stopped", 0.0, 0, 0.0, None, "the rollups have not been built")
+    held = lease is not None and lease.expires_at > datetime.now(UTC)
+    phase: Phase = ("ready" if state.status == "ready" else "building") if held else "standby"
+    lag = 0.0
+    if now is not None and state.applied_at is not None:
+        lag = float(max(now.time - state.applied_at.time, 0))
+    error = None if held else "no process holds the consumer lease"
+    return ConsumerStatus(phase, state.percent(), 0, lag, state.applied_at, error)
 
 
 async def enable_pre_images(*, db: Database) -> None:

@@ -161,6 +161,8 @@ class RollupState:
     holder: str | None
     build: Build | None
     schema: int = SCHEMA_VERSION
+    generation: int = 0
+    """Counts rebuilds: rollups read under one generation were not dropped meanwhile."""
 
     def instance_ready(self, instance: ObjectId) -> bool:
         """Whether the rollups of ``instance`` are complete (up to ``applied_at``)."""
@@ -190,8 +192,8 @@ async def read_state(
 
 
 async def start_build(*, db: Database, holder: str, session: AsyncClientSession) -> None:
-    """Forget every position and build step: the rollups are about to be dropped and
-    built again (``appliedAt`` is kept: it only grows)."""
+    """Forget every position and build step and count a new generation: the rollups
+    are about to be dropped and built again (``appliedAt`` is kept: it only grows)."""
     await db[STATE_COLLECTION].update_one(
         {"_id": _ID},
         {
@@ -201,7 +203,8 @@ async def start_build(*, db: Database, holder: str, session: AsyncClientSession)
                 "holder": holder,
                 "token": None,
                 "build": {"listed": None, "progress": {}},
-            }
+            },
+            "$inc": {"generation": 1},
         },
         upsert=True,
         session=session,
@@ -283,6 +286,7 @@ def _state_from(doc: Mapping[str, Any]) -> RollupState:
         holder=doc.get("holder"),
         build=None if not isinstance(build, Mapping) else _build_from(build),
         schema=int(doc.get("schema", 0)),
+        generation=int(doc.get("generation", 0)),
     )
 
 

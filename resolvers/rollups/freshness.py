@@ -1,0 +1,117 @@
+"""Read-your-writes: may a request answer from the rollups, or must it scan?
+
+A request first reads ``rollup_state``; that read's ``operationTime`` T is at least the
+cluster time of every write acknowledged before the request began. The rollups answer
+for an instance only if it is built and the consumer's applied position reaches T:
+in this process the consumer's position (a short wait nudges it to poll at once), in
+another process ``rollup_state.appliedAt``, which the lease holder refreshes while idle.
+Past the wait, or for an instance still building, the answer comes from the full scan.
+
+A rebuild drops the rollups; it also bumps ``rollup_state.generation``. Read the rollups
+in a transaction (one snapshot) and call ``confirm`` in it: only instances of the same
+generation that are still built are safe to answer from what that snapshot holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from bson import ObjectId, Timestamp
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from resolvers.db import Database
+from resolvers.rollups.consumer import RollupConsumer
+from resolvers.rollups.state import RollupState, read_state
+
+__all__ = ["Freshness", "check_freshness", "confirm"]
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    """Which of the asked instances the rollups may answer."""
+
+    asked_at: Timestamp | None
+    """The request's cluster time (T)."""
+    usable: frozenset[ObjectId]
+    fallback: frozenset[ObjectId]
+    """Instances to answer from the full scan."""
+    reason: str | None
+    """Why some instances fall back (None when none does)."""
+    generation: int = 0
+
+    @property
+    def all_usable(self) -> bool:
+        return not self.fallback
+
+
+async def check_freshness(
+    *,
+    db: Database,
+    instances: Collection[ObjectId],
+    consumer: RollupConsumer | None = None,
+    wait: float = 0.25,
+    poll: float = 0.02,
+) -> Freshness:
+    """Whether ``instances`` may be answered from the rollups, waiting at most ``wait``
+    seconds for the consumer to reach the request's cluster time. ``consumer`` is this
+    process's consumer, if any (it only helps while it holds the lease)."""
+    asked = frozenset(instances)
+    state, now = await _state_and_time(db)
+    if state is None or now is None:
+        return _scan(asked, now, "the rollups have not been built yet", state)
+    if consumer is not None and consumer.status().phase in ("building", "ready"):
+        if not await consumer.position.wait_for(now, timeout=wait):
+            return _scan(asked, now, "the rollup consumer is behind", state)
+        state = await read_state(db=db)  # a rebuild may have started meanwhile
+    else:
+        state = await _applied_state(db, state, now, deadline=time.monotonic() + wait, poll=poll)
+    if state is None:
+        return _scan(asked, now, "the rollup consumer is behind", None)
+    return _verdict(asked, now, state)
+
+
+async def confirm(
+    *, db: Database, freshness: Freshness, session: AsyncClientSession | None = None
+) -> frozenset[ObjectId]:
+    """The instances of ``freshness.usable`` that are still built in the same generation,
+    read in ``session`` (the caller's transaction that also reads the rollups)."""
+    state = await read_state(db=db, session=session)
+    if state is None or state.generation != freshness.generation:
+        return frozenset()
+    return state.ready_instances(freshness.usable)
+
+
+async def _state_and_time(db: Database) -> tuple[RollupState | None, Timestamp | None]:
+    async with db.client.start_session(causal_consistency=False) as session:
+        state = await read_state(db=db, session=session)
+        return state, session.operation_time
+
+
+async def _applied_state(
+    db: Database, state: RollupState, now: Timestamp, *, deadline: float, poll: float
+) -> RollupState | None:
+    """The first ``rollup_state`` whose ``appliedAt`` reaches ``now`` (None: not in time)."""
+    current: RollupState | None = state
+    while current is None or current.applied_at is None or current.applied_at < now:
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(poll)
+        current = await read_state(db=db)
+    return current
+
+
+def _verdict(asked: frozenset[ObjectId], now: Timestamp, state: RollupState) -> Freshness:
+    usable = state.ready_instances(asked)
+    fallback = asked - usable
+    reason = None if not fallback else f"building ({state.percent():.1f}%)"
+    return Freshness(now, usable, fallback, reason, state.generation)
+
+
+def _scan(
+    asked: frozenset[ObjectId], now: Timestamp | None, reason: str, state: RollupState | None
+) -> Freshness:
+    generation = 0 if state is None else state.generation
+    return Freshness(now, frozenset(), asked, reason, generation)
