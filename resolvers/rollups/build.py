@@ -38,7 +38,7 @@ _DATE = {"$eq": [{"$type": "$timestamp"}, "date"]}
 
 
 async def build_rollups(
-    *, db: Database, instance_ids: Iterable[ObjectId] | None = None, chunk: int = 5_000
+    *, db: Database, instance_ids: Iterable[ObjectId] | None = None, chunk: int = 20_000
 ) -> None:
     """Replace the rollups of ``instance_ids`` (None = every instance with messages) by
     a fold of their raw messages."""

@@ -24,7 +24,7 @@ from resolvers.instances import InstanceRef
 from resolvers.pipeline import MetricsResult, empty_metrics, read_metrics
 from resolvers.rollups.contribution import FLAGS, Flag, flag_of
 from resolvers.rollups.keys import Level, decode_key, floor_to, part_index, truncate_to_millis
-from resolvers.rollups.store import BUCKETS, INSTANCES, read_raw
+from resolvers.rollups.store import BUCKETS, INSTANCES, find_by_ids, read_raw
 
 __all__ = ["WINDOWS", "Window", "count_since", "read_rollup_metrics", "window"]
 
@@ -52,8 +52,7 @@ async def read_rollup_metrics(
         return empty_metrics()
     plans = {name: window(now - span) for name, span in WINDOWS.items()}
     with translate_driver_errors():
-        query = {"_id": {"$in": list(ignoring)}}
-        docs = {doc["_id"]: doc async for doc in db[INSTANCES].find(query)}
+        docs = {doc["_id"]: doc async for doc in find_by_ids(db[INSTANCES], list(ignoring))}
         recent = {
             instance: await _recent(db=db, instance=instance, plans=plans) for instance in ignoring
         }

@@ -19,7 +19,7 @@ buckets (day, hour, quarter) and at most a quarter hour of raw messages.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,6 +39,7 @@ __all__ = [
     "VALUES",
     "apply_changes",
     "drop_rollups",
+    "find_by_ids",
     "iter_raw",
     "read_raw",
     "value_id",
@@ -51,7 +52,9 @@ COLLECTIONS = (INSTANCES, BUCKETS, VALUES)
 """Every collection that holds rollups (not the consumer's state or lease)."""
 
 _MS = timedelta(milliseconds=1)
-_IN_BATCH = 1_000  # ids per `$in` when reading value documents
+IN_BATCH = 50
+"""Ids per ``$in`` on ``_id``: SecantusDB's cost grows with the square of the list
+(1,000 ids cost 0.7 ms each, 50 ids 0.07 ms each)."""
 _Update = UpdateOne | DeleteOne
 
 
@@ -113,11 +116,23 @@ async def _read_values(
 ) -> dict[str, Mapping[str, Any]]:
     ids = [value_id(*key) for key in changes.value_counts()]
     found: dict[str, Mapping[str, Any]] = {}
-    for start in range(0, len(ids), _IN_BATCH):
-        query = {"_id": {"$in": ids[start : start + _IN_BATCH]}}
-        async for doc in db[VALUES].find(query, {"o": 1, "g": 1}, session=session):
-            found[doc["_id"]] = doc
+    async for doc in find_by_ids(db[VALUES], ids, {"o": 1, "g": 1}, session=session):
+        found[doc["_id"]] = doc
     return found
+
+
+async def find_by_ids(
+    collection: Any,
+    ids: Sequence[Any],
+    projection: Mapping[str, Any] | None = None,
+    *,
+    session: AsyncClientSession | None = None,
+) -> AsyncIterator[dict[str, Any]]:
+    """The documents with these ``_id``s, ``IN_BATCH`` ids per query."""
+    for start in range(0, len(ids), IN_BATCH):
+        query = {"_id": {"$in": list(ids[start : start + IN_BATCH])}}
+        async for doc in collection.find(query, projection, session=session):
+            yield doc
 
 
 def _counts(doc: Mapping[str, Any] | None) -> tuple[int, int]:
@@ -240,9 +255,8 @@ async def _read_extremes(
     )
     if not losing:
         return {}
-    query = {"_id": {"$in": losing}}
-    cursor = db[INSTANCES].find(query, {"first": 1, "last": 1}, session=session)
-    return {doc["_id"]: doc async for doc in cursor}
+    found = find_by_ids(db[INSTANCES], losing, {"first": 1, "last": 1}, session=session)
+    return {doc["_id"]: doc async for doc in found}
 
 
 def _loses(times: Mapping[datetime, int]) -> bool:
