@@ -312,3 +312,18 @@ async def test_a_removed_first_message_is_found_again_within_its_flag(db: Databa
     ignoring = [InstanceRef(id=a, name="a", ignore_group_messages=True)]
     got = await read_rollup_metrics(db=db, instances=ignoring, now=NOW)
     assert got.first_message_at == start + timedelta(seconds=5)
+
+
+async def test_a_full_build_drops_rollups_of_instances_without_messages(db: Database) -> None:
+    a, b = INSTANCE_IDS[:2]
+    docs = [{"instanceId": a, "timestamp": NOW}, {"instanceId": b, "timestamp": NOW}]
+    await db.messages.insert_many(docs)
+    await build_rollups(db=db)
+    await db.messages.delete_many({"instanceId": b})
+
+    await build_rollups(db=db)
+
+    refs = [InstanceRef(id=b, name="b", ignore_group_messages=False)]
+    got = await read_rollup_metrics(db=db, instances=refs, now=NOW)
+    assert (got.total_messages, got.last_message_at) == (0, None)
+    assert await db.rollup_buckets.count_documents({"i": b}) == 0

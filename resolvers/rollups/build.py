@@ -40,11 +40,15 @@ _DATE = {"$eq": [{"$type": "$timestamp"}, "date"]}
 async def build_rollups(
     *, db: Database, instance_ids: Iterable[ObjectId] | None = None, chunk: int = 20_000
 ) -> None:
-    """Replace the rollups of ``instance_ids`` (None = every instance with messages) by
-    a fold of their raw messages."""
-    ids = await instances_with_messages(db=db) if instance_ids is None else list(instance_ids)
+    """Replace the rollups of ``instance_ids`` by a fold of their raw messages (None =
+    all rollups, also of instances that no longer have messages)."""
+    if instance_ids is None:
+        await drop_rollups(db=db)
+        ids = await instances_with_messages(db=db)
+    else:
+        ids = list(instance_ids)
+        await drop_rollups(db=db, instances=ids)
     for instance in ids:
-        await drop_rollups(db=db, instances=[instance])
         folder = _Folder(db=db, chunk=chunk)
         for key in await build_keys(db=db, instance=instance):
             async for doc in read_key(db=db, instance=instance, key=key):
