@@ -217,6 +217,7 @@ class RollupConsumer:
         self.position = AppliedPosition()
         self._task: asyncio.Task[None] | None = None
         self._lease_lost = False
+        self._writing = asyncio.Lock()
         self._saved_build: Build | None = None
         self._phase: Phase = "stopped"
         self._build: Build | None = None
@@ -320,9 +321,10 @@ class RollupConsumer:
         while True:
             await asyncio.sleep(options.renew_every)
             try:
-                held = await renew_lease(
-                    db=self._db, holder=self.holder, now=self._clock(), ttl=options.lease_ttl
-                )
+                async with self._writing:  # never beside our own transaction: they conflict
+                    held = await renew_lease(
+                        db=self._db, holder=self.holder, now=self._clock(), ttl=options.lease_ttl
+                    )
             except PyMongoError as exc:
                 _log.warning("rollups: lease renewal failed: %s", exc)
                 continue
@@ -360,6 +362,7 @@ class RollupConsumer:
         """A transaction that commits only while this process holds the lease."""
         self._check_lease()
         async with (
+            self._writing,
             self._db.client.start_session() as session,
             await session.start_transaction(),
         ):
@@ -454,7 +457,7 @@ class _Follower:
             if batch.ended:
                 raise _StreamEnded("the change stream closed")
             if batch.caught_up:
-                await self._when_caught_up()
+                await self._when_caught_up(quiet=not batch.events)
 
     async def _read_batch(self) -> _Batch:
         events: list[Mapping[str, Any]] = []
@@ -526,7 +529,9 @@ class _Follower:
         _log.info("rollups: building, %.1f%% done (%s)", advanced.percent(), window.step)
         return None if advanced.done else advanced
 
-    async def _when_caught_up(self) -> None:
+    async def _when_caught_up(self, *, quiet: bool) -> None:
+        """Read the next build step, or refresh the position and, when nothing came in,
+        rest a moment before polling again."""
         if self._build is not None and self._window is None:
             self._window = await read_next_step(
                 db=self._consumer._db, build=self._build, span_days=self._span
@@ -540,7 +545,8 @@ class _Follower:
             return
         if self._build is None:
             await self._refresh()
-            await self._idle()
+            if quiet:
+                await self._idle()
 
     async def _refresh(self) -> None:
         """Tell other processes the applied position (at most every ``refresh_every``)."""
