@@ -1,9 +1,4 @@
-"""Benchmark harness: metrics latency and throughput, and how the cost grows with the data.
-
-Run ``python -m bench`` (``make bench``); ``python -m bench --help`` lists the knobs. The
-report goes to ``bench/results/latest.md`` with a plot in ``bench/results/latency.png``.
-
-Pure parts (statistics, ratios, explain digging, Markdown) live in ``stats``, ``model``,
-``explain`` and ``report``; the I/O (database, dataset, service, measurements, plot) in
-the other modules.
-"""
+"""Benchmark harness (``make bench``): metrics latency against history size, throughput,
+the rollup consumer under writes and the rollup build, on the embedded database with the
+service as a real process. ``stats`` and ``report`` are pure; ``harness`` does the I/O;
+``run`` is the command. The report goes to ``bench/results/latest.md``."""

@@ -1,5 +1,5 @@
 """``python -m bench``."""
 
-from bench.cli import main
+from bench.run import main
 
 raise SystemExit(main())

@@ -1,537 +1,291 @@
-"""Ratios, the Markdown report and the console summary, from results alone (pure)."""
+"""What a run measured, the targets it is held to, and the Markdown report (pure)."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-from bench.anatomy import READ_SLICE
-from bench.model import (
-    DRIVER,
-    GRAPHQL,
-    HEALTH,
-    METRICS_PATHS,
-    REST,
-    ExplainStat,
-    Figure,
-    InsertStat,
-    Ratio,
-    Results,
-    StageTiming,
-    Summary,
-    Throughput,
-)
+from bench.stats import Summary
 
 __all__ = [
-    "compute_ratios",
-    "concurrency_gain",
-    "derive_notes",
-    "find_summary",
-    "format_ms",
-    "redact_uri",
-    "render_markdown",
-    "single_targets",
+    "FULL_SCAN",
+    "GRAPHQL",
+    "HEALTH",
+    "REST",
+    "Build",
+    "Check",
+    "Load",
+    "Results",
+    "Size",
+    "Writes",
+    "checks",
+    "headline",
+    "render",
     "size_label",
-    "summary_lines",
 ]
 
-_URI = re.compile(r"^(?P<scheme>[a-z0-9+.-]+://)(?:[^@/]*@)?(?P<hosts>[^/?#]*)", re.IGNORECASE)
+HEALTH, REST, GRAPHQL, FULL_SCAN = "health", "REST", "GraphQL", "full scan"
+BASE, LARGE = 10_000, 1_000_000
+GROWTH_TARGET, HEALTH_TARGET, RATE_TARGET, WRITES_TARGET, LAG_TARGET = 1.2, 10.0, 30.0, 200, 1.0
 
 
-def size_label(count: int) -> str:
-    """10_000 -> "10k", 1_000_000 -> "1M", 2_500 -> "2.5k", 999 -> "999"."""
-    for unit, scale in (("M", 1_000_000), ("k", 1_000)):
-        if count >= scale:
-            return f"{count / scale:g}{unit}"
-    return str(count)
+@dataclass(frozen=True, slots=True)
+class Build:
+    """Starting the service on a database without rollups until ``checks.rollups`` is
+    ready; ``state`` is the last one seen (``absent``: /health reports no rollups)."""
+
+    state: str
+    seconds: float | None
+    service_peak_mb: float | None = None
+    database_peak_mb: float | None = None
 
 
-def redact_uri(uri: str) -> str:
-    """Scheme and hosts of a connection string: no credentials, database or options."""
-    match = _URI.match(uri.strip())
-    if match is None:
-        return "(unparsable URI)"
-    return f"{match['scheme']}{match['hosts']}"
+@dataclass(frozen=True, slots=True)
+class Size:
+    messages: int
+    seeding: str
+    build: Build
+    latency: Mapping[str, Summary]
+    """By path: HEALTH, REST, GRAPHQL, FULL_SCAN (small sizes) and extra figures."""
 
 
-def format_ms(seconds: float | None) -> str:
-    """Milliseconds with precision that suits the magnitude."""
-    if seconds is None:
-        return "n/a"
-    ms = seconds * 1000
-    if ms < 10:
-        return f"{ms:.2f}"
-    if ms < 1000:
-        return f"{ms:.1f}"
-    return f"{ms:,.0f}"
+@dataclass(frozen=True, slots=True)
+class Load:
+    messages: int
+    clients: int
+    completed: int
+    errors: int
+    seconds: float
+    latency: Summary | None
+
+    @property
+    def rate(self) -> float:
+        return self.completed / self.seconds if self.seconds else 0.0
 
 
-def _format_ratio(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}x"
+@dataclass(frozen=True, slots=True)
+class Writes:
+    """One write rate held for a while; ``lag`` None when no consumer position exists."""
 
+    rate: int
+    writes: int
+    seconds: float
+    lag: Summary | None
+    unapplied: int
+    reads: Summary | None
+    wrong_reads: int
 
-def _format_count(value: int | None) -> str:
-    return "n/a" if value is None else f"{value:,}"
+    @property
+    def achieved(self) -> float:
+        return self.writes / self.seconds if self.seconds else 0.0
 
-
-# --- lookups -------------------------------------------------------------------------
-
-
-def find_summary(figures: Iterable[Figure], target: str, path: str) -> Summary | None:
-    for figure in figures:
-        if figure.target == target and figure.path == path:
-            return figure.summary
-    return None
-
-
-def _health(figures: Iterable[Figure]) -> Summary | None:
-    return next((f.summary for f in figures if f.path == HEALTH), None)
-
-
-def single_targets(figures: Iterable[Figure]) -> list[tuple[str, int]]:
-    """Single-instance targets (label, messages), smallest first."""
-    seen = {(f.target, f.messages) for f in figures if f.instances == 1}
-    return sorted(seen, key=lambda item: item[1])
-
-
-def _consolidated_targets(figures: Iterable[Figure]) -> list[tuple[str, int]]:
-    seen = {(f.target, f.messages) for f in figures if f.instances > 1}
-    return sorted(seen, key=lambda item: item[1])
-
-
-def _ratio(numerator: Summary | None, denominator: Summary | None) -> float | None:
-    if numerator is None or denominator is None or not denominator.median:
-        return None
-    return numerator.median / denominator.median
-
-
-# --- ratios --------------------------------------------------------------------------
-
-
-def _base(figures: Sequence[Figure], base: str | None) -> tuple[str, int] | None:
-    singles = single_targets(figures)
-    if base is None:
-        return singles[0] if singles else None
-    return next((single for single in singles if single[0] == base), None)
-
-
-def compute_ratios(figures: Sequence[Figure], base: str | None = None) -> list[Ratio]:
-    """Growth with size against ``base`` (default: the smallest single instance),
-    consolidation, metrics over health, and API over the driver; every ratio compares
-    medians measured in the same run."""
-    found = _base(figures, base)
-    if found is None:
-        return []
-    base, base_messages = found
-    singles = single_targets(figures)
-    larger = [(t, m) for t, m in singles if m > base_messages]
-    ratios: list[Ratio] = []
-    for target, messages in [*larger, *_consolidated_targets(figures)]:
-        for path in METRICS_PATHS:
-            ratios.append(
-                Ratio(
-                    name=f"{path}: latency({target}) / latency({base})",
-                    value=_ratio(
-                        find_summary(figures, target, path), find_summary(figures, base, path)
-                    ),
-                    note=f"messages x{messages / base_messages:g}",
-                )
-            )
-    health = _health(figures)
-    for path in (REST, GRAPHQL):
-        ratios.append(
-            Ratio(
-                name=f"{path} metrics ({base}) / health",
-                value=_ratio(find_summary(figures, base, path), health),
-                note="a metrics request against a bare round trip",
-            )
+    @property
+    def kept_up(self) -> bool:
+        return (
+            self.lag is not None
+            and self.unapplied == 0
+            and self.wrong_reads == 0
+            and self.achieved >= 0.9 * self.rate
+            and self.lag.p99 <= LAG_TARGET
         )
-    for target, _ in [*singles, *_consolidated_targets(figures)]:
-        raw = find_summary(figures, target, DRIVER)
-        for path in (REST, GRAPHQL):
-            api = find_summary(figures, target, path)
-            overhead = "" if api is None or raw is None else _overhead(api, raw)
-            ratios.append(
-                Ratio(name=f"{path} / driver ({target})", value=_ratio(api, raw), note=overhead)
-            )
-    return ratios
 
 
-def _overhead(api: Summary, raw: Summary, *, min_runs: int = 3) -> str:
-    """The API's cost over the bare aggregation, and whether it stands out of the noise
-    (boxplot notches of the two medians overlap or not)."""
-    delta = api.median - raw.median
-    sign = "+" if delta >= 0 else "-"
-    text = f"API overhead {sign}{format_ms(abs(delta))} ms (medians)"
-    if min(api.n, raw.n) < min_runs:
-        return f"{text}; too few runs to tell from noise"
-    noise = api.notch + raw.notch
-    if abs(delta) < noise:
-        return f"{text}; not distinguishable from noise (±{format_ms(noise)} ms)"
-    return text
+@dataclass(frozen=True, slots=True)
+class Results:
+    header: Sequence[tuple[str, str]]
+    sizes: Sequence[Size]
+    load: Load | None
+    writes: Sequence[Writes]
+    extra: Sequence[str] = ()
+    """Labels of the figures measured beside ``metrics`` on the largest instance."""
 
 
-# --- Markdown ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Check:
+    figure: str
+    value: str
+    target: str
+    passed: bool | None
+    """None: not measured, or not on the instance the target is for."""
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]], align: str) -> list[str]:
-    """A Markdown table; ``align`` has one ``l`` or ``r`` per column."""
-    rule = ["---:" if a == "r" else "---" for a in align]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
+def size_label(messages: int) -> str:
+    for unit, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if messages >= unit and messages % unit == 0:
+            return f"{messages // unit}{suffix}"
+    return f"{messages:,}"
 
 
-def _latency_section(figures: Sequence[Figure]) -> list[str]:
-    rows = []
-    for figure in figures:
-        s = figure.summary
-        per_message = (
-            f"{s.median * 1e6 / figure.messages:.1f}"
-            if figure.messages and figure.path != HEALTH
-            else ""
-        )
-        rows.append(
-            [
-                figure.target,
-                f"{figure.messages:,}" if figure.messages else "",
-                figure.path,
-                str(s.n),
-                format_ms(s.median),
-                format_ms(s.p95),
-                format_ms(s.minimum),
-                format_ms(s.maximum),
-                f"{s.spread:.2f}",
-                per_message,
-            ]
-        )
-    header = [
-        "target",
-        "messages",
-        "path",
-        "n",
-        "median ms",
-        "p95 ms",
-        "min ms",
-        "max ms",
-        "p95/median",
-        "µs/message",
-    ]
-    return [
-        "## Latency",
-        "",
-        "One request at a time; median and p95 over n measured runs, warm-up discarded.",
-        "REST is `GET /metrics/{names}`, GraphQL the full `metrics` query on `POST /graphql`,",
-        "driver the same aggregation through `AsyncMongoClient` in the harness (no HTTP,",
-        "no auth, no instance lookup); health is `GET /health` (one `ping`).",
-        "",
-        *_table(header, rows, "lrlrrrrrrr"),
-        "",
-    ]
+def ms(seconds: float) -> str:
+    value = seconds * 1000
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
-def _ratio_section(ratios: Sequence[Ratio]) -> list[str]:
-    rows = [[r.name, _format_ratio(r.value), r.note] for r in ratios]
-    return [
-        "## Ratios",
-        "",
-        "Medians from the same run. Linear growth makes a size ratio equal the messages ratio.",
-        "",
-        *_table(["ratio", "value", "note"], rows, "lrl"),
-        "",
-    ]
+def _ratio(value: float) -> str:
+    return f"{value:.2f}x"
 
 
-def concurrency_gain(throughput: Throughput, figures: Sequence[Figure]) -> float | None:
-    """Requests per second under load over one-at-a-time (1 / the sequential median of the
-    same path and target): 1.0 means the clients gained nothing from concurrency."""
-    alone = find_summary(figures, throughput.target, throughput.path)
-    if alone is None or not alone.median or not throughput.seconds:
-        return None
-    return throughput.rps * alone.median
+# --- targets ------------------------------------------------------------------------
 
 
-def _throughput_section(throughput: Throughput | None, figures: Sequence[Figure]) -> list[str]:
-    if throughput is None:
-        return []
-    t = throughput
-    latency = t.latency
-    row = [
-        t.target,
-        t.path,
-        str(t.clients),
-        str(t.completed),
-        str(t.errors),
-        f"{t.seconds:.1f}",
-        f"{t.rps:.2f}",
-        format_ms(latency.median if latency else None),
-        format_ms(latency.p95 if latency else None),
-        _format_ratio(concurrency_gain(t, figures)),
-    ]
-    header = [
-        "target",
-        "path",
-        "clients",
-        "completed",
-        "errors",
-        "seconds",
-        "requests/s",
-        "median ms",
-        "p95 ms",
-        "vs one at a time",
-    ]
-    lines = [
-        "## Throughput",
-        "",
-        f"{t.clients} concurrent clients, each sending its next request as soon as the last",
-        "one answers, until the request or time bound; requests in flight at the time bound",
-        "finish and count. Latency here is under that load. `vs one at a time` is requests/s",
-        "over 1 / the sequential median of the same request (1.00x: concurrency gains nothing).",
-        "",
-        *_table(header, [row], "llrrrrrrrr"),
-        "",
-    ]
-    if t.first_error:
-        lines += [f"First error: `{t.first_error}`", ""]
-    return lines
+def checks(results: Results) -> list[Check]:
+    by_size = {size.messages: size for size in results.sizes}
+    out = [_growth(by_size, path) for path in (REST, GRAPHQL)]
+    out += [_against_health(size, (REST, GRAPHQL)) for size in results.sizes]
+    if results.extra and results.sizes:
+        out.append(_against_health(results.sizes[-1], results.extra))
+    return [*out, _throughput(results.load), _consumer(results.writes), _build(by_size)]
 
 
-def _explain_section(explains: Sequence[ExplainStat]) -> list[str]:
-    if not explains:
-        return []
-    rows = []
-    for e in explains:
-        per_message = (
-            f"{e.docs_examined / e.messages:.2f}" if e.docs_examined is not None else "n/a"
-        )
-        rows.append(
-            [
-                e.target,
-                f"{e.messages:,}",
-                _format_count(e.docs_examined),
-                _format_count(e.keys_examined),
-                per_message,
-                ", ".join(e.plan_stages) or "n/a",
-                _format_count(e.cursor_ms),
-            ]
-        )
-    header = [
-        "target",
-        "messages",
-        "docs examined",
-        "keys examined",
-        "docs/message",
-        "plan stages",
-        "read ms",
-    ]
-    return [
-        "## Documents examined per metrics request",
-        "",
-        "From `explain` with `executionStats` on the same pipeline; `read ms` is the",
-        "`executionTimeMillis` the server reports for the read stage (index scan and fetch).",
-        "",
-        *_table(header, rows, "lrrrrlr"),
-        "",
-    ]
+def _growth(by_size: Mapping[int, Size], path: str) -> Check:
+    figure = f"{path}: latency(1M) / latency(10k), p50"
+    target = f"≤ {GROWTH_TARGET}"
+    if LARGE not in by_size or BASE not in by_size:
+        return Check(figure, "not measured", target, None)
+    ratio = by_size[LARGE].latency[path].p50 / by_size[BASE].latency[path].p50
+    return Check(figure, _ratio(ratio), target, ratio <= GROWTH_TARGET)
 
 
-def _own_times(stages: Sequence[StageTiming]) -> list[tuple[str, float]]:
-    """Each slice's own median: a facet's minus the read's, never below zero (a cheap facet
-    can come out below the read alone by noise)."""
-    read = next((s.summary.median for s in stages if s.stage == READ_SLICE), 0.0)
-    return [
-        (s.stage, s.summary.median if s.stage == READ_SLICE else max(0.0, s.summary.median - read))
-        for s in stages
-    ]
+def _against_health(size: Size, paths: Sequence[str]) -> Check:
+    health = size.latency[HEALTH].p50
+    ratios = {path: size.latency[path].p50 / health for path in paths}
+    value = ", ".join(f"{path} {_ratio(ratio)}" for path, ratio in ratios.items())
+    figure = f"p50 / health p50 at {size_label(size.messages)}"
+    return Check(figure, value, f"≤ {HEALTH_TARGET:g}x", max(ratios.values()) <= HEALTH_TARGET)
 
 
-def _share(part: float, whole: float | None) -> str:
-    return f"{part / whole:.0%}" if whole else "n/a"
+def _throughput(load: Load | None) -> Check:
+    target = f"≥ {RATE_TARGET:g} requests/s on 1M"
+    if load is None:
+        return Check("throughput", "not measured", target, None)
+    figure = f"throughput, {load.clients} clients on {size_label(load.messages)}"
+    passed = load.rate >= RATE_TARGET if load.messages == LARGE else None
+    return Check(figure, f"{load.rate:.2f} requests/s", target, passed)
 
 
-def _stage_section(
-    stages: Sequence[StageTiming], figures: Sequence[Figure], base: str
-) -> list[str]:
-    if not stages:
-        return []
-    full_summary = find_summary(figures, base, DRIVER)
-    full = full_summary.median if full_summary else None
-    own = dict(_own_times(stages))
+def _consumer(writes: Sequence[Writes]) -> Check:
+    figure = "consumer: highest write rate kept up"
+    target = f"≥ {WRITES_TARGET} writes/s, lag p99 ≤ {LAG_TARGET:g} s"
+    if not writes or all(w.lag is None for w in writes):
+        return Check(figure, "no lag measured (no consumer position)", target, None)
+    kept = [w for w in writes if w.kept_up]
+    if not kept:
+        return Check(figure, f"none (from {writes[0].rate}/s)", target, False)
+    best = max(kept, key=lambda w: w.rate)
+    assert best.lag is not None
+    value = f"{best.rate}/s (lag p99 {ms(best.lag.p99)} ms)"
+    return Check(figure, value, target, best.rate >= WRITES_TARGET)
+
+
+def _build(by_size: Mapping[int, Size]) -> Check:
+    figure = "initial build of 1M"
+    build = by_size[LARGE].build if LARGE in by_size else None
+    if build is None or build.seconds is None:
+        value = "not measured" if build is None else f"not ready (state {build.state})"
+        return Check(figure, value, "reported", None)
+    return Check(figure, f"{build.seconds:,.0f} s", "reported", None)
+
+
+# --- Markdown -----------------------------------------------------------------------
+
+
+def _table(headers: str, rows: Sequence[str]) -> list[str]:
+    """A Markdown table; the cells of the header and of each row separated by ``|``."""
+    return [_row(headers), "|---" * (headers.count("|") + 1) + "|", *map(_row, rows), ""]
+
+
+def _row(cells: str) -> str:
+    return f"| {cells.replace('|', ' | ')} |"
+
+
+def _verdict(passed: bool | None) -> str:
+    return "—" if passed is None else "pass" if passed else "**FAIL**"
+
+
+def headline(results: Results) -> str:
+    rows = [f"{c.figure}|{c.value}|{c.target}|{_verdict(c.passed)}" for c in checks(results)]
+    return "\n".join(_table("figure|value|target|result", rows))
+
+
+def _ms(summary: Summary | None, field: str) -> str:
+    return "" if summary is None else ms(getattr(summary, field))
+
+
+def _latency(results: Results) -> list[str]:
     rows = [
-        [
-            s.stage,
-            str(s.summary.n),
-            format_ms(s.summary.median),
-            format_ms(own[s.stage]),
-            _share(own[s.stage], full),
-        ]
-        for s in stages
+        f"{size_label(size.messages)}|{path}|{'' if path in (HEALTH, FULL_SCAN) else state}|"
+        f"{summary.n}|{ms(summary.p50)}|{ms(summary.p95)}"
+        for size, state in ((size, size.build.state) for size in results.sizes)
+        for path, summary in size.latency.items()
     ]
-    summed = sum(own.values())
-    rows.append(["sum of the slices (read once)", "", "", format_ms(summed), _share(summed, full)])
-    if full is not None:
-        rest = full - summed
-        rows.append(
-            [
-                "rest: full minus the slices (`$facet` fan-out)",
-                "",
-                "",
-                format_ms(rest),
-                _share(rest, full),
-            ]
-        )
-    return [
-        f"## Where the time goes ({base}, driver)",
-        "",
-        "Each slice run alone: the read (`$match` + fetch, counted), then each `$facet`",
-        "branch after the same read. `own ms` subtracts the read (0 when below it by noise);",
-        f"`share` is over the full pipeline's driver median ({format_ms(full)} ms), whose rest",
-        "is what running the branches together inside one `$facet` costs.",
-        "",
-        *_table(["slice", "n", "median ms", "own ms", "share"], rows, "lrrrr"),
-        "",
-    ]
+    return _table("messages|figure|rollups|n|p50 ms|p95 ms", rows)
 
 
-def _insert_section(inserts: Sequence[InsertStat]) -> list[str]:
+def _builds(results: Results) -> list[str]:
+    rows = []
+    for size in results.sizes:
+        b = size.build
+        numbers = [b.seconds, b.service_peak_mb, b.database_peak_mb]
+        shown = "|".join("" if x is None else f"{x:,.0f}" for x in numbers)
+        rows.append(f"{size_label(size.messages)}|{size.seeding}|{b.state}|{shown}")
+    return _table("messages|seeding|rollups|build s|service peak MB|database peak MB", rows)
+
+
+def _load(load: Load) -> list[str]:
+    row = (
+        f"{size_label(load.messages)}|{load.clients}|{load.completed}|{load.errors}|"
+        f"{load.seconds:.1f}|{load.rate:.2f}|{_ms(load.latency, 'p50')}|{_ms(load.latency, 'p95')}"
+    )
+    return _table("messages|clients|completed|errors|s|requests/s|p50 ms|p95 ms", [row])
+
+
+def _writes(writes: Sequence[Writes]) -> list[str]:
     rows = [
-        [
-            i.instance,
-            f"{i.messages:,}",
-            f"{i.generate_s:.1f}",
-            f"{i.insert_s:.1f}",
-            f"{i.rate:,.0f}",
-        ]
-        for i in inserts
+        f"{w.rate}|{w.achieved:.0f}|{w.writes}|{_ms(w.lag, 'p50')}|{_ms(w.lag, 'p99')}|"
+        f"{_ms(w.lag, 'max')}|{w.unapplied}|{_ms(w.reads, 'p50')}|{_ms(w.reads, 'p95')}|"
+        f"{w.wrong_reads}|{'yes' if w.kept_up else 'no'}"
+        for w in writes
     ]
-    header = ["instance", "messages", "generate s", "insert s", "inserted/s"]
-    return [
-        "## Dataset",
-        "",
-        "`resolvers.seed.generate_messages`, inserted with `insert_many(ordered=False)` in",
-        "batches, indexes in place; insert time excludes generation.",
-        "",
-        *_table(header, rows, "lrrrr"),
-        "",
-    ]
+    headers = "target/s|achieved/s|writes|lag p50 ms|lag p99 ms|lag max ms|not applied|"
+    return _table(headers + "read p50 ms|read p95 ms|wrong reads|kept up", rows)
 
 
-def render_markdown(results: Results, ratios: Sequence[Ratio]) -> str:
-    env = results.environment
-    found = _base(results.figures, results.base_target or None)
-    base = found[0] if found else "?"
-    lines = [
-        "# Metrics benchmark",
-        "",
-        f"- **Date**: {env.date}",
-        f"- **Machine**: {env.cpu_count} CPUs ({env.cpu_model}), {env.platform}, "
-        f"Python {env.python}",
-        f"- **Database**: {env.database}",
-        f"- **Run time**: {results.elapsed_s / 60:.1f} min",
-        "- **Settings**: " + ", ".join(f"{k} {v}" for k, v in results.settings),
-        "",
-        *_latency_section(results.figures),
-        *_ratio_section(ratios),
-        *_throughput_section(results.throughput, results.figures),
-        *_explain_section(results.explains),
-        *_stage_section(results.stages, results.figures, base),
-        *_insert_section(results.inserts),
-    ]
-    if results.notes:
-        lines += ["## Notes", "", *[f"- {note}" for note in results.notes], ""]
+_LATENCY_NOTE = (
+    "One request at a time, the paths in interleaved rounds, warm-up discarded. REST is "
+    "`GET /metrics/{name}`, GraphQL the full `metrics` query, health `GET /health`; every "
+    "answer's `totalMessages` is checked. Full scan is today's pipeline "
+    "(`build_metrics_pipeline`) through the driver from the harness: no HTTP, no rollups. "
+    "`rollups` is `checks.rollups.state` when measuring (`absent`: no rollups in /health)."
+)
+_BUILD_NOTE = (
+    "The service starts on a database without rollups; build s is from its start until "
+    "`checks.rollups.state` is `ready` (polled every 0.25 s). Service peak is its VmHWM; "
+    "the database's RSS is sampled with each poll."
+)
+_WRITES_NOTE = (
+    "Writes paced at the target rate on one connection (alternately an insert and a status "
+    "update moving `updatedAt`, in an instance of their own). Lag: from a write's "
+    "acknowledgement until `rollup_state.appliedAt` reaches its `operationTime` (what a "
+    "request waits for before it reads the rollups; polled every 20 ms). Reads: one REST "
+    "request about every second, checked against the inserts acknowledged around it. Kept "
+    "up: ≥ 90% of the rate achieved, everything applied, lag p99 ≤ 1 s, no wrong read."
+)
+_EXTRA_NOTE = (
+    "Issue 10's figures (series and ranges on the largest instance, p50 ≤ 10x health): "
+    "not measured yet; add them in `bench.harness.extra_queries`."
+)
+
+
+def render(results: Results) -> str:
+    lines = ["# Metrics benchmark", ""]
+    lines += [f"- **{key}**: {value}" for key, value in results.header]
+    lines += ["", "## Targets", "", *headline(results).splitlines(), ""]
+    lines += ["## Latency", "", _LATENCY_NOTE, "", *_latency(results)]
+    lines += ["## Seeding and rollup build", "", _BUILD_NOTE, "", *_builds(results)]
+    lines += ["## Throughput", "", "Clients sending REST requests back to back.", ""]
+    lines += _load(results.load) if results.load else ["Not measured.", ""]
+    lines += ["## Consumer under writes", "", _WRITES_NOTE, ""]
+    lines += _writes(results.writes) if results.writes else ["Not measured.", ""]
+    if not results.extra:
+        lines += ["## Series and ranges", "", _EXTRA_NOTE, ""]
     return "\n".join(lines)
-
-
-def _timeout_notes(
-    figures: Sequence[Figure], throughput: Throughput | None, timeout_s: float
-) -> list[str]:
-    slow = sorted(
-        {
-            f"{f.target} {f.path}"
-            for f in figures
-            if f.path in (REST, GRAPHQL) and f.summary.maximum > timeout_s
-        }
-    )
-    if throughput is not None and throughput.latency and throughput.latency.maximum > timeout_s:
-        slow.append(f"{throughput.target} {throughput.path} under {throughput.clients} clients")
-    if not slow:
-        return []
-    return [
-        f"Over the service's default query timeout ({timeout_s:g} s, "
-        "REQUEST_TIMEOUT_MS): " + ", ".join(slow) + ". With the default these answer "
-        "503 UNAVAILABLE; the harness raises the timeout for its run."
-    ]
-
-
-def derive_notes(
-    *,
-    figures: Sequence[Figure],
-    explains: Sequence[ExplainStat],
-    stages: Sequence[StageTiming],
-    throughput: Throughput | None,
-    base: str | None = None,
-    few_runs: int = 5,
-    default_timeout_s: float | None = None,
-) -> list[str]:
-    """Things worth a second look, read off the results. ``default_timeout_s`` is the
-    service's default query timeout, which the harness raises for its run."""
-    notes = []
-    for e in explains:
-        if "COLLSCAN" in e.plan_stages:
-            notes.append(f"{e.target}: COLLSCAN in the plan: the read does not use an index.")
-        if e.docs_examined is not None and e.docs_examined > e.messages:
-            notes.append(
-                f"{e.target}: {e.docs_examined:,} documents examined for "
-                f"{e.messages:,} messages: the read touches other instances' messages."
-            )
-    if explains and all(e.docs_examined is None for e in explains):
-        notes.append("explain reports no totalDocsExamined on this server (n/a above).")
-    if stages:
-        found = _base(figures, base)
-        full = find_summary(figures, found[0], DRIVER) if found else None
-        name, slowest = max(_own_times(stages), key=lambda item: item[1])
-        if full is not None:
-            share = f"{_share(slowest, full.median)} of the full pipeline"
-        else:
-            share = f"{_share(slowest, sum(t for _, t in _own_times(stages)))} of the slices"
-        notes.append(f"Slowest slice: {name}, {share}.")
-    short = sorted(
-        {f"{f.target} {f.path} (n={f.summary.n})" for f in figures if f.summary.n < few_runs}
-    )
-    if short:
-        notes.append(
-            "Fewer than "
-            f"{few_runs} runs (requests slower than the time budget; raise --budget for more): "
-            + ", ".join(short)
-            + "."
-        )
-    if default_timeout_s is not None:
-        notes += _timeout_notes(figures, throughput, default_timeout_s)
-    if throughput is not None and throughput.errors:
-        notes.append(f"Throughput: {throughput.errors} requests failed.")
-    return notes
-
-
-def summary_lines(results: Results, ratios: Sequence[Ratio]) -> list[str]:
-    """A few console lines: database, medians per target and path, throughput, growth."""
-    lines = [f"database: {results.environment.database}"]
-    targets: dict[str, list[str]] = {}
-    for figure in results.figures:
-        s = figure.summary
-        targets.setdefault(figure.target, []).append(
-            f"{figure.path} {format_ms(s.median)} ms (p95 {format_ms(s.p95)}, n={s.n})"
-        )
-    lines += [f"{target}: " + "; ".join(parts) for target, parts in targets.items()]
-    t = results.throughput
-    if t is not None:
-        lines.append(
-            f"throughput {t.target} {t.path}, {t.clients} clients: {t.rps:.2f} req/s "
-            f"({t.completed} requests, {t.errors} errors; "
-            f"{_format_ratio(concurrency_gain(t, results.figures))} one at a time)"
-        )
-    lines += [
-        f"{r.name}: {_format_ratio(r.value)}"
-        for r in ratios
-        if r.name.startswith((f"{REST}: ", f"{DRIVER}: ")) or "/ health" in r.name
-    ]
-    return lines
