@@ -43,7 +43,7 @@ pytest: install audit-deps
 schema: install  ## regenerate schema.graphql from the code
 	$(BIN)/strawberry export-schema graph:schema --output schema.graphql
 
-bench: install  ## measure latency and throughput; writes bench/results/
+bench: install  ## rollups vs full scan 1k-1M, throughput, consumer lag, build (BENCH_ARGS=--quick: 1k,10k)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
