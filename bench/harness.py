@@ -328,17 +328,20 @@ class Writing:
         return Writes(rate, count, elapsed, lag, unapplied, read, wrong)
 
     async def _writer(self, rate: int, seconds: float) -> tuple[int, float]:
-        """Paced writes on one session, alternately an insert (dated now) and a status
-        update of an earlier insert moving ``updatedAt``."""
+        """Paced writes on one session for ``seconds``, alternately an insert (dated now)
+        and a status update of an earlier insert moving ``updatedAt``."""
         db, rng = self.prep.db, random.Random(rate)
         total, now = int(rate * seconds), datetime.now(UTC)
         docs = generate_messages(
             instance_id=self.prep.writes.id, count=total, days=1, now=now, seed=rate
         )
+        done = 0
         async with db.client.start_session(causal_consistency=False) as session:
             started = time.monotonic()
             for k, doc in enumerate(docs):
                 await asyncio.sleep(max(0.0, started + k / rate - time.monotonic()))
+                if time.monotonic() - started >= seconds:  # behind the pace: stop on time
+                    break
                 now = datetime.now(UTC)
                 if k % 2 == 0:
                     self.sent += 1
@@ -357,7 +360,8 @@ class Writing:
                     )
                 assert session.operation_time is not None
                 self.pending.append((session.operation_time, time.monotonic()))
-            return total, time.monotonic() - started
+                done += 1
+            return done, time.monotonic() - started
 
     async def _watcher(self, lags: list[float]) -> int:
         """A write is visible once ``appliedAt`` reaches its ``operationTime``; after the

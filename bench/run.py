@@ -116,6 +116,10 @@ async def _size(args: Any, server: EmbeddedDatabase, client: Any, size: int, out
     return Size(size, prep.seeding, build, {k: summarize(v) for k, v in samples.items()})
 
 
+def _shown(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def _machine() -> str:
     lines = Path("/proc/cpuinfo").read_text().splitlines()
     model = next((ln.split(":")[1].strip() for ln in lines if ln.startswith("model name")), "?")
@@ -143,7 +147,10 @@ def _header(args: argparse.Namespace, server: str, started: datetime) -> list[tu
         ("Date", f"{started:%Y-%m-%d %H:%M} UTC, run time {minutes:.1f} min"),
         ("Machine", _machine()),
         ("Versions", versions),
-        ("Database", f"embedded SecantusDB on 127.0.0.1, data in `{args.data_dir}`, {DATABASE}"),
+        (
+            "Database",
+            f"embedded SecantusDB on 127.0.0.1, data in `{_shown(args.data_dir)}`, {DATABASE}",
+        ),
         ("Settings", settings),
     ]
 
