@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -33,6 +32,8 @@ from graph.rest import rest_routes
 from graph.settings import Settings
 from graph.view import MetricsGraphQL
 from resolvers import Database, Unavailable, ensure_indexes, open_client
+from resolvers.rollups.consumer import RollupConsumer
+from resolvers.rollups.service import RollupService
 
 __all__ = ["GRAPHQL_PATH", "REST_PREFIXES", "create_app"]
 
@@ -99,20 +100,33 @@ def _lifespan(settings: Settings, uri: str, clock: Clock) -> Any:
         async with client:
             db = client[settings.mongodb_database]
             indexes = asyncio.create_task(_ensure_indexes_eventually(db))
+            rollups = RollupService(
+                db=db, consumer=RollupConsumer(db=db) if settings.rollups else None
+            )
+            rollups.start()
             try:
                 yield {
                     "db": db,
                     "clock": clock,
                     "limits": OperationLimits.from_settings(settings),
+                    "rollups": rollups,
                     "started": time.monotonic(),
                     "version": service_version(),
                 }
             finally:
-                indexes.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await indexes
+                await _cancel(indexes)
+                await rollups.stop()
 
     return lifespan
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for it to end. The cancel is repeated: on Python 3.11 one
+    that lands while the driver completes an ``asyncio.wait_for`` can be swallowed, and
+    the task would then sleep through its backoff."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.5)
 
 
 async def _ensure_indexes_eventually(db: Database, *, max_delay: float = 60.0) -> None:

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from graph.ratelimit import Meter
 from graph.settings import Settings
 from resolvers import Caller, Database, Unauthenticated
+from resolvers.rollups.service import RollupService
 
 __all__ = ["Clock", "Context", "OperationLimits", "build_context", "system_clock"]
 
@@ -54,7 +55,7 @@ def _default_limits() -> OperationLimits:
 class Context:
     """``meter`` is the request's rate-limit account (None outside the gate); ``response``
     is the HTTP response being built (None on the REST path), whose status and headers
-    GraphQL may set."""
+    GraphQL may set; ``rollups`` answers metrics (None: the full scan alone)."""
 
     db: Database
     caller: Caller | None
@@ -62,6 +63,7 @@ class Context:
     limits: OperationLimits = field(default_factory=_default_limits)
     meter: Meter | None = None
     response: Response | None = None
+    rollups: RollupService | None = None
 
     def require_caller(self) -> Caller:
         """The authenticated caller, or ``Unauthenticated``."""
@@ -83,4 +85,5 @@ def build_context(connection: HTTPConnection, *, response: Response | None = Non
         limits=getattr(state, "limits", None) or _default_limits(),
         meter=getattr(state, "meter", None),
         response=response,
+        rollups=getattr(state, "rollups", None),
     )

@@ -10,7 +10,8 @@ from pymongo.errors import PyMongoError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from resolvers import Database
+from resolvers import Database, MetricsError
+from resolvers.rollups.service import RollupService
 
 __all__ = ["DB_CHECK_TIMEOUT_S", "health", "service_version"]
 
@@ -30,11 +31,24 @@ async def health(request: Request) -> JSONResponse:
     reason = await _check_db(state.db)
     body = {
         "status": "ok" if reason is None else "degraded",
-        "checks": {"db": "ok" if reason is None else reason},
+        "checks": {
+            "db": "ok" if reason is None else reason,
+            "rollups": await _check_rollups(state.rollups),
+        },
         "uptime": round(time.monotonic() - state.started, 3),
         "version": state.version,
     }
     return JSONResponse(body, status_code=200 if reason is None else 503)
+
+
+async def _check_rollups(rollups: RollupService) -> dict[str, object]:
+    """The rollups' state; reported, not judged: while they build or lag, requests are
+    answered exactly by the full scan, so the service stays healthy."""
+    try:
+        with pymongo.timeout(DB_CHECK_TIMEOUT_S):
+            return (await rollups.health()).as_dict()
+    except MetricsError as exc:
+        return {"state": "unknown", "error": exc.message}
 
 
 async def _check_db(db: Database) -> str | None:

@@ -53,11 +53,11 @@ async def resolve_metrics(
     caller = context.require_caller()
     names = instances if isinstance(instances, list) else None  # null and omitted alike
     selection = await select_instances(db=context.db, caller=caller, names=names)
-    result = await fetch_metrics(
-        db=context.db,
-        instances=selection.instances,
-        now=context.clock(),
-    )
+    now = context.clock()
+    if context.rollups is None:
+        result = await fetch_metrics(db=context.db, instances=selection.instances, now=now)
+    else:
+        result = await context.rollups.metrics(instances=selection.instances, now=now)
     return Metrics.from_result(selection=selection, result=result)
 
 

@@ -43,4 +43,5 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=16, ge=1)
     request_timeout_ms: int = Field(default=10_000, gt=0)
     forwarded_allow_ips: str | None = None
+    rollups: bool = True
     log_level: LogLevel = "info"

@@ -12,6 +12,7 @@ Odd documents never fail a metric; see "Odd or missing fields" in ``docs/metrics
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +27,7 @@ __all__ = [
     "UNKNOWN_KEY",
     "MetricsResult",
     "build_metrics_pipeline",
+    "combine_metrics",
     "empty_metrics",
     "read_metrics",
 ]
@@ -184,6 +186,46 @@ def _distinct_per_instance(value: str | dict[str, Any]) -> list[dict[str, Any]]:
         {"$group": {"_id": {"i": "$i", "v": "$v"}}},
         {"$count": "n"},
     ]
+
+
+def combine_metrics(results: Sequence[MetricsResult]) -> MetricsResult:
+    """The sum of the metrics of disjoint sets of instances, as one pipeline over all of
+    them would report it (unique counts are per instance, so they add too)."""
+    if len(results) == 1:
+        return results[0]
+    totals = {name: sum(getattr(r, name) for r in results) for name in _SUMMED}
+    firsts = [r.first_message_at for r in results if r.first_message_at is not None]
+    lasts = [r.last_message_at for r in results if r.last_message_at is not None]
+    return MetricsResult(
+        **totals,
+        messages_by_type=_add_counts([r.messages_by_type for r in results], KNOWN_TYPES),
+        media_by_type=_add_counts([r.media_by_type for r in results], KNOWN_MEDIA_TYPES),
+        messages_by_status=_add_counts([r.messages_by_status for r in results], KNOWN_STATUSES),
+        first_message_at=min(firsts, default=None),
+        last_message_at=max(lasts, default=None),
+    )
+
+
+_SUMMED = (
+    "total_messages",
+    "messages_sent",
+    "messages_received",
+    "group_messages",
+    "individual_messages",
+    "messages_with_media",
+    "messages_last_7_days",
+    "messages_last_30_days",
+    "unique_chats",
+    "unique_groups",
+    "unique_contacts",
+)
+
+
+def _add_counts(maps: Sequence[Mapping[str, int]], known: Sequence[str]) -> dict[str, int]:
+    summed: Counter[str] = Counter()
+    for counts in maps:
+        summed.update(counts)
+    return _key_counts([{"_id": key, "count": n} for key, n in summed.items()], known)
 
 
 def empty_metrics() -> MetricsResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -30,8 +31,26 @@ async def test_health_is_ok_with_version_and_uptime(http: httpx.AsyncClient) -> 
     response = await http.get("/health")
     assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "ok" and body["checks"] == {"db": "ok"}
+    assert body["status"] == "ok" and body["checks"]["db"] == "ok"
     assert body["uptime"] >= 0 and body["version"] == "0.1.0"
+
+
+async def test_health_reports_the_rollups_building_then_ready(http: httpx.AsyncClient) -> None:
+    seen = []
+    for _ in range(300):
+        rollups = (await http.get("/health")).json()["checks"]["rollups"]
+        seen.append(rollups["state"])
+        if rollups["state"] == "ready":
+            break
+        await asyncio.sleep(0.1)
+    assert seen[-1] == "ready", seen
+    assert rollups["percent"] == 100 and rollups["behind"] == 0
+
+
+async def test_health_says_rollups_off_when_disabled(settings: Settings) -> None:
+    async with app_client(settings.model_copy(update={"rollups": False})) as client:
+        body = (await client.get("/health")).json()
+    assert body["checks"]["rollups"]["state"] == "off"
 
 
 async def test_health_is_503_degraded_when_the_database_is_down(

@@ -199,7 +199,7 @@ async def test_a_bug_is_500_without_internal_detail(
     async def broken(**_: Any) -> Any:
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr("graph.query.fetch_metrics", broken)
+    monkeypatch.setattr("graph.query.select_instances", broken)
     message_text = _assert_envelope(await _get(http, f"{prefix}/sales", acme.account_token), 500)
     assert "secret" not in message_text
     graphql = await http.post(

@@ -1,0 +1,114 @@
+"""What the service holds of the rollups: its consumer, the exact read, and its health.
+
+A request is answered from the rollups for every instance the consumer has built and
+brought up to the request's own cluster time (``freshness.py``); the other instances
+are answered by the full-scan pipeline, and the two parts are summed. Either way the
+answer is exact: the scan is the fallback, never a wrong number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from resolvers.db import Database, translate_driver_errors
+from resolvers.instances import InstanceRef
+from resolvers.metrics import fetch_metrics
+from resolvers.pipeline import MetricsResult, combine_metrics, empty_metrics
+from resolvers.rollups.consumer import ConsumerStatus, RollupConsumer, stored_status
+from resolvers.rollups.freshness import check_freshness, confirm
+from resolvers.rollups.read import read_rollup_metrics
+
+__all__ = ["RollupHealth", "RollupService"]
+
+_LEADING = ("building", "ready")
+
+
+@dataclass(frozen=True, slots=True)
+class RollupHealth:
+    """``state``: ready, building, standby (another process applies the stream), stopped,
+    failed, or off (rollups disabled: every request scans)."""
+
+    state: str
+    percent: float
+    behind: int
+    lag_seconds: float
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        body: dict[str, object] = {
+            "state": self.state,
+            "percent": round(self.percent, 1),
+            "behind": self.behind,
+            "lagSeconds": round(self.lag_seconds, 3),
+        }
+        if self.error:
+            body["error"] = self.error
+        return body
+
+
+class RollupService:
+    """``consumer`` None = rollups off: every request is answered by the full scan."""
+
+    def __init__(self, *, db: Database, consumer: RollupConsumer | None) -> None:
+        self._db = db
+        self.consumer = consumer
+
+    def start(self) -> None:
+        if self.consumer is not None:
+            self.consumer.start()
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+    async def metrics(self, *, instances: Sequence[InstanceRef], now: datetime) -> MetricsResult:
+        """The metrics of ``instances`` summed: rollups where they are current, the full
+        scan for the rest."""
+        if not instances:
+            return empty_metrics()
+        if self.consumer is None:
+            return await fetch_metrics(db=self._db, instances=instances, now=now)
+        usable, parts = await self._from_rollups(instances=instances, now=now)
+        rest = [ref for ref in instances if ref.id not in usable]
+        if rest:
+            parts.append(await fetch_metrics(db=self._db, instances=rest, now=now))
+        return combine_metrics(parts)
+
+    async def _from_rollups(
+        self, *, instances: Sequence[InstanceRef], now: datetime
+    ) -> tuple[frozenset[object], list[MetricsResult]]:
+        with translate_driver_errors():
+            freshness = await check_freshness(
+                db=self._db, instances=[ref.id for ref in instances], consumer=self.consumer
+            )
+        chosen = [ref for ref in instances if ref.id in freshness.usable]
+        if not chosen:
+            return frozenset(), []
+        result = await read_rollup_metrics(db=self._db, instances=chosen, now=now)
+        # A rebuild that began while we read would have bumped the generation first.
+        with translate_driver_errors():
+            still = await confirm(db=self._db, freshness=freshness)
+        if not freshness.usable <= still:
+            return frozenset(), []
+        return freshness.usable, [result]
+
+    async def health(self) -> RollupHealth:
+        if self.consumer is None:
+            return RollupHealth("off", 0.0, 0, 0.0)
+        status = self.consumer.status()
+        if status.phase not in _LEADING:
+            with translate_driver_errors():
+                status = await stored_status(db=self._db)
+        return _health(status)
+
+
+def _health(status: ConsumerStatus) -> RollupHealth:
+    return RollupHealth(
+        state=status.phase,
+        percent=status.percent,
+        behind=status.behind,
+        lag_seconds=status.lag_seconds,
+        error=status.error,
+    )
