@@ -323,3 +323,40 @@ async def test_lost_resume_token_rebuilds_instead_of_answering_wrong(
         finally:
             await second.stop()
     assert "the stream cannot resume (286" in caplog.text
+
+
+async def test_oplog_pruned_under_an_open_stream_rebuilds(
+    forgetful_uri: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SecantusDB prunes the oplog under an open change stream without telling it; the
+    consumer notices the gap and rebuilds instead of skipping the pruned events."""
+    client = open_client(forgetful_uri, server_selection_timeout_ms=5_000)
+    async with client:
+        db = client.metrics
+        await ensure_indexes(db)
+        paused, resume = asyncio.Event(), asyncio.Event()
+
+        async def hook() -> None:
+            if not resume.is_set():
+                paused.set()
+                await resume.wait()
+
+        resume.set()
+        running = _consumer(db, fault_hook=hook)
+        running.start()
+        try:
+            await settle(db, running)
+            resume.clear()
+            await db.messages.insert_one(message(A, days_ago=1))
+            await asyncio.wait_for(paused.wait(), 30)  # its stream is open, it is not reading
+            for day in range(80):
+                await db.messages.insert_one(message(B, days_ago=day / 2))
+            await client.admin.command("secantusAdmin.pruneOplog")
+            caplog.set_level(logging.WARNING, logger="resolvers.rollups.consumer")
+            resume.set()
+            await settle(db, running)
+            await assert_exact(db)
+        finally:
+            resume.set()
+            await running.stop()
+    assert "the oplog was pruned past the consumer's position" in caplog.text

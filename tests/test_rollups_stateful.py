@@ -159,8 +159,9 @@ class RollupsMachine(RuleBasedStateMachine):
 
     @invariant()
     def rollups_equal_the_full_scan(self) -> None:
-        """After every step: all queried instances together and each alone."""
-        self._check([QUERIED, *([i] for i in QUERIED)])
+        """After every step, for all queried instances together (``query`` asks for
+        fewer, and for each alone)."""
+        self._check([QUERIED])
 
     def _check(self, selections: list[list[ObjectId]]) -> None:
         if self.consumer is None:

@@ -446,6 +446,8 @@ class _Follower:
         """A cluster time up to which the stream has delivered everything (history guard)."""
         self._refreshed_at = 0.0
         self._refreshed: Timestamp | None = None
+        self._logged_at = 0.0
+        self._oplog_readable = True
 
     async def run(self) -> None:
         consumer = self._consumer
@@ -526,8 +528,15 @@ class _Follower:
                 span_days=self._span, read=len(window), target=options.build_target
             )
         advanced = window.step.advance(build)
-        _log.info("rollups: building, %.1f%% done (%s)", advanced.percent(), window.step)
+        self._log_progress(advanced)
         return None if advanced.done else advanced
+
+    def _log_progress(self, build: Build) -> None:
+        """Build progress in the logs: every 5 seconds, and when it is done."""
+        now = time.monotonic()
+        if build.done or now - self._logged_at >= 5.0:
+            _log.info("rollups: building, %.1f%% done", build.percent())
+            self._logged_at = now
 
     async def _when_caught_up(self, *, quiet: bool) -> None:
         """Read the next build step, or refresh the position and, when nothing came in,
@@ -573,11 +582,24 @@ class _Follower:
                 await nudge.wait()
         nudge.clear()
 
+    async def _oplog_floor(self) -> Timestamp | None:
+        """The time of the oldest oplog entry; None when it cannot be read (MongoDB
+        without the privilege, where an open stream that falls off the oplog gets error
+        286 anyway: then it is not asked again)."""
+        try:
+            oplog = self._consumer._db.client.local["oplog.rs"]
+            doc = await oplog.find_one({}, {"ts": 1}, sort=[("$natural", 1)])
+        except OperationFailure:
+            self._oplog_readable = False
+            return None
+        ts = None if doc is None else doc.get("ts")
+        return ts if isinstance(ts, Timestamp) else None
+
     async def _guard_history(self, events: list[Mapping[str, Any]]) -> None:
         """SecantusDB prunes the oplog under an open stream without an error: if the
         oldest entry left is newer than what the stream is known to have delivered,
         events in between may be gone."""
-        floor = await _oplog_floor(self._consumer._db)
+        floor = await self._oplog_floor() if self._oplog_readable else None
         if floor is not None and self._known is not None and floor > self._known:
             raise RebuildNeeded(
                 f"the oplog was pruned past the consumer's position ({floor} > {self._known})"
@@ -585,18 +607,6 @@ class _Follower:
         times = [event["clusterTime"] for event in events if "clusterTime" in event]
         if times:
             self._known = _later(self._known, max(times))
-
-
-async def _oplog_floor(db: Database) -> Timestamp | None:
-    """The time of the oldest oplog entry, None when it cannot be read (MongoDB without
-    the privilege: there an open stream that falls off the oplog gets error 286)."""
-    try:
-        oplog = db.client.local["oplog.rs"]
-        doc = await oplog.find_one({}, {"ts": 1}, sort=[("$natural", 1)])
-    except OperationFailure:
-        return None
-    ts = None if doc is None else doc.get("ts")
-    return ts if isinstance(ts, Timestamp) else None
 
 
 def _distrust(state: RollupState | None) -> str | None:

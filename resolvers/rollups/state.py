@@ -108,12 +108,16 @@ class Build:
 
     listed: tuple[ObjectId, ...] | None = None
     progress: Mapping[ObjectId, InstanceProgress] = field(default_factory=dict)
+    _members: frozenset[ObjectId] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_members", frozenset(self.listed or ()))
 
     def built(self, key: MessageKey) -> bool:
         instance, day = key
         if self.listed is None:
             return False
-        if instance not in self._listed_set():
+        if instance not in self._members:
             return True
         progress = self.progress.get(instance)
         return progress is not None and progress.built(day)
@@ -122,7 +126,7 @@ class Build:
         if self.listed is None:
             return False
         progress = self.progress.get(instance)
-        return instance not in self._listed_set() or (progress is not None and progress.done)
+        return instance not in self._members or (progress is not None and progress.done)
 
     def next_instance(self) -> ObjectId | None:
         """The first listed instance that is not built yet (None: all are)."""
@@ -146,9 +150,6 @@ class Build:
 
     def with_progress(self, instance: ObjectId, progress: InstanceProgress) -> Build:
         return replace(self, progress={**self.progress, instance: progress})
-
-    def _listed_set(self) -> frozenset[ObjectId]:
-        return frozenset(self.listed or ())
 
 
 @dataclass(frozen=True, slots=True)
