@@ -101,7 +101,9 @@ def _lifespan(settings: Settings, uri: str, clock: Clock) -> Any:
             db = client[settings.mongodb_database]
             indexes = asyncio.create_task(_ensure_indexes_eventually(db))
             rollups = RollupService(
-                db=db, consumer=RollupConsumer(db=db) if settings.rollups else None
+                db=db,
+                consumer=RollupConsumer(db=db) if settings.rollups else None,
+                wait_s=settings.rollups_wait_ms / 1000,
             )
             rollups.start()
             try:

@@ -44,4 +44,5 @@ class Settings(BaseSettings):
     request_timeout_ms: int = Field(default=10_000, gt=0)
     forwarded_allow_ips: str | None = None
     rollups: bool = True
+    rollups_wait_ms: int = Field(default=250, ge=0)
     log_level: LogLevel = "info"

@@ -27,13 +27,15 @@ _LEADING = ("building", "ready")
 
 @dataclass(frozen=True, slots=True)
 class RollupHealth:
-    """``state``: ready, building, standby (another process applies the stream), stopped,
-    failed, or off (rollups disabled: every request scans)."""
+    """``state``: ready, building, standby (no process holds the consumer's lease),
+    stopped, failed, or off (rollups disabled: every request scans); ``leader``: this
+    process applies the change stream (else another one does, seen through the database)."""
 
     state: str
     percent: float
     behind: int
     lag_seconds: float
+    leader: bool = False
     error: str | None = None
 
     def as_dict(self) -> dict[str, object]:
@@ -42,6 +44,7 @@ class RollupHealth:
             "percent": round(self.percent, 1),
             "behind": self.behind,
             "lagSeconds": round(self.lag_seconds, 3),
+            "leader": self.leader,
         }
         if self.error:
             body["error"] = self.error
@@ -49,11 +52,16 @@ class RollupHealth:
 
 
 class RollupService:
-    """``consumer`` None = rollups off: every request is answered by the full scan."""
+    """``consumer`` None = rollups off: every request is answered by the full scan;
+    ``wait_s``: how long a request waits for the consumer to reach its cluster time
+    before it scans instead."""
 
-    def __init__(self, *, db: Database, consumer: RollupConsumer | None) -> None:
+    def __init__(
+        self, *, db: Database, consumer: RollupConsumer | None, wait_s: float = 0.25
+    ) -> None:
         self._db = db
         self.consumer = consumer
+        self._wait_s = wait_s
 
     def start(self) -> None:
         if self.consumer is not None:
@@ -81,7 +89,10 @@ class RollupService:
     ) -> tuple[frozenset[object], list[MetricsResult]]:
         with translate_driver_errors():
             freshness = await check_freshness(
-                db=self._db, instances=[ref.id for ref in instances], consumer=self.consumer
+                db=self._db,
+                instances=[ref.id for ref in instances],
+                consumer=self.consumer,
+                wait=self._wait_s,
             )
         chosen = [ref for ref in instances if ref.id in freshness.usable]
         if not chosen:
@@ -98,17 +109,19 @@ class RollupService:
         if self.consumer is None:
             return RollupHealth("off", 0.0, 0, 0.0)
         status = self.consumer.status()
-        if status.phase not in _LEADING:
+        leader = status.phase in _LEADING
+        if not leader:
             with translate_driver_errors():
                 status = await stored_status(db=self._db)
-        return _health(status)
+        return _health(status, leader=leader)
 
 
-def _health(status: ConsumerStatus) -> RollupHealth:
+def _health(status: ConsumerStatus, *, leader: bool) -> RollupHealth:
     return RollupHealth(
         state=status.phase,
         percent=status.percent,
         behind=status.behind,
         lag_seconds=status.lag_seconds,
+        leader=leader,
         error=status.error,
     )

@@ -1,0 +1,142 @@
+"""The service answers from the rollups, exactly, read-your-writes, one consumer per database."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from graph import Settings
+from graph.rest import LEGACY_FIELDS
+from graph.types import format_datetime
+from resolvers import Database, InstanceRef, fetch_metrics
+from resolvers import metrics as metrics_module
+from resolvers.pipeline import MetricsResult
+from tests.factories import NOW, Tenant, app_client, make_tenant, message
+
+QUERY = {"query": f'{{ metrics(instances: ["sales", "support"]) {{ {LEGACY_FIELDS} }} }}'}
+
+
+async def _wait_ready(client: httpx.AsyncClient, *, tries: int = 300) -> str:
+    state = ""
+    for _ in range(tries):
+        state = (await client.get("/health")).json()["checks"]["rollups"]["state"]
+        if state == "ready":
+            return state
+        await asyncio.sleep(0.1)
+    return state
+
+
+async def _scan(db: Database, tenant: Tenant) -> dict[str, Any]:
+    """The full-scan answer, reshaped like the GraphQL one, for the same instances."""
+    refs = [
+        InstanceRef(id=tenant.instance_ids["sales"], name="sales", ignore_group_messages=False),
+        InstanceRef(id=tenant.instance_ids["support"], name="support", ignore_group_messages=True),
+    ]
+    return _as_graphql(await fetch_metrics(db=db, instances=refs, now=NOW))
+
+
+def _as_graphql(result: MetricsResult) -> dict[str, Any]:
+    """Every field of a ``MetricsResult`` as GraphQL writes it."""
+    answer: dict[str, Any] = {}
+    for field in dataclasses.fields(result):
+        value = getattr(result, field.name)
+        first, *rest = field.name.split("_")
+        if isinstance(value, dict):
+            value = [{"key": key, "count": count} for key, count in value.items()]
+        elif isinstance(value, datetime):
+            value = format_datetime(value)
+        answer[first + "".join(word.capitalize() for word in rest)] = value
+    return answer
+
+
+def _subset(answer: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
+    assert len(expected) == 16  # every metric
+    return {key: answer[key] for key in expected}
+
+
+@dataclasses.dataclass
+class _Scans:
+    allowed: bool = True
+
+
+def _forbid_scans(monkeypatch: pytest.MonkeyPatch) -> _Scans:
+    """While ``allowed`` is false, building the full-scan pipeline fails the request."""
+    scans = _Scans()
+    build = metrics_module.build_metrics_pipeline
+
+    def guarded(**kwargs: Any) -> Any:
+        if not scans.allowed:
+            raise AssertionError("the service scanned the messages")
+        return build(**kwargs)
+
+    monkeypatch.setattr(metrics_module, "build_metrics_pipeline", guarded)
+    return scans
+
+
+@pytest.fixture
+async def tenant(db: Database) -> Tenant:
+    tenant = await make_tenant(db, instances={"sales": False, "support": True})
+    ids = tenant.instance_ids
+    await db.messages.insert_many(
+        [message(ids["sales"], days_ago=d, status="sent") for d in (1, 3, 9, 40)]
+        + [message(ids["support"], days_ago=2, isGroup=True, chatId="g@g.us")]
+    )
+    return tenant
+
+
+async def test_writes_are_visible_in_the_next_answer_without_a_scan(
+    settings: Settings, db: Database, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = {"token": tenant.account_token}
+    patient = settings.model_copy(update={"rollups_wait_ms": 10_000})  # a loaded machine
+    async with app_client(patient) as client:
+        assert await _wait_ready(client) == "ready"
+
+        scanning = _forbid_scans(monkeypatch)
+        ids = tenant.instance_ids
+        for step in range(3):
+            await db.messages.insert_one(message(ids["sales"], days_ago=0.5, status="pending"))
+            await db.messages.update_one(
+                {"instanceId": ids["sales"], "status": "sent"}, {"$set": {"status": "read"}}
+            )
+            await db.messages.delete_one({"instanceId": ids["sales"], "status": "pending"})
+            await db.messages.insert_one(message(ids["support"], days_ago=1, chatId=f"c{step}"))
+            scanning.allowed = False
+            answer = (await client.post("/graphql", json=QUERY, headers=headers)).json()
+            scanning.allowed = True
+            assert "errors" not in answer, answer
+            expected = await _scan(db, tenant)
+            assert _subset(answer["data"]["metrics"], expected) == expected
+
+
+async def test_an_instance_not_built_yet_is_answered_by_the_scan(
+    settings: Settings, db: Database, tenant: Tenant
+) -> None:
+    async with app_client(settings.model_copy(update={"rollups": False})) as client:
+        answer = (
+            await client.post("/graphql", json=QUERY, headers={"token": tenant.account_token})
+        ).json()
+    expected = await _scan(db, tenant)
+    assert _subset(answer["data"]["metrics"], expected) == expected
+
+
+async def test_two_apps_on_one_database_have_one_consumer_and_both_answer_exactly(
+    settings: Settings, db: Database, tenant: Tenant
+) -> None:
+    headers = {"token": tenant.account_token}
+    async with app_client(settings) as first, app_client(settings) as second:
+        assert await _wait_ready(first) == "ready"
+        assert await _wait_ready(second) == "ready"
+        states = [(await app.get("/health")).json()["checks"]["rollups"] for app in (first, second)]
+        await db.messages.insert_one(message(tenant.instance_ids["sales"], days_ago=0.1))
+        expected = await _scan(db, tenant)
+        for app in (first, second):
+            answer = (await app.post("/graphql", json=QUERY, headers=headers)).json()
+            assert _subset(answer["data"]["metrics"], expected) == expected
+    assert [state["state"] for state in states] == ["ready", "ready"]
+    assert sorted(state["leader"] for state in states) == [False, True]
