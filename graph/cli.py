@@ -24,6 +24,9 @@ from resolvers.admin import (
     list_instances,
     set_ignore_group_messages,
 )
+from resolvers.rollups.consumer import RollupConsumer, stored_status
+from resolvers.rollups.lease import read_lease
+from resolvers.rollups.state import STATE_COLLECTION
 from resolvers.seed import DemoTokens, seed_demo, seed_messages
 
 __all__ = ["main"]
@@ -336,3 +339,60 @@ async def _demo_account_id(db: Database) -> str:
     if demo is None:  # pragma: no cover - seed_demo just created it
         raise click.ClickException("the demo account is missing")
     return str(demo["_id"])
+
+
+@main.group()
+def rollups() -> None:
+    """See and rebuild the rollups that metrics are read from."""
+
+
+@rollups.command("status")
+@click.pass_obj
+def rollups_status(settings: Settings) -> None:
+    """Whether the rollups are ready, building (how far) or without a consumer."""
+    status = _run(settings, lambda db: stored_status(db=db))
+    click.echo(f"rollups: {status.phase}, {status.percent:.1f}% built")
+    if status.applied_at is not None:
+        click.echo(f"applied up to {status.applied_at.as_datetime().isoformat()}")
+    click.echo(f"behind the database by about {status.lag_seconds:.0f}s")
+    if status.error:
+        click.echo(f"note: {status.error}")
+
+
+@rollups.command("rebuild")
+@click.pass_obj
+def rollups_rebuild(settings: Settings) -> None:
+    """Drop the rollups and build them again from the messages, here, with a progress
+    bar. Meanwhile requests stay exact: they scan the messages. Refused while a running
+    service applies the change stream (stop it first; it rebuilds by itself whenever
+    its stream cannot resume)."""
+    _run(settings, _rebuild)
+    click.echo("rollups rebuilt: ready")
+
+
+async def _rebuild(db: Database) -> None:
+    lease = await read_lease(db=db)
+    if lease is not None and lease.expires_at > _now():
+        raise click.ClickException(
+            f"a running service ({lease.holder}) applies the change stream; stop it first"
+        )
+    await db[STATE_COLLECTION].delete_many({})  # no state: the consumer builds anew
+    consumer = RollupConsumer(db=db)
+    consumer.start()
+    try:
+        await _follow_build(consumer)
+    finally:
+        await consumer.stop()
+
+
+async def _follow_build(consumer: RollupConsumer) -> None:
+    with click.progressbar(length=1000, label="rebuilding") as bar:
+        shown = 0
+        while (status := consumer.status()).phase != "ready":
+            if status.phase == "failed":
+                raise click.ClickException(f"the rebuild failed: {status.error}")
+            done = int(status.percent * 10)
+            bar.update(max(0, done - shown))
+            shown = max(shown, done)
+            await asyncio.sleep(0.2)
+        bar.update(1000 - shown)

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +174,36 @@ def test_console_script_is_installed() -> None:
     script = Path(sys.executable).with_name("message-metrics")
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "instances" in result.stdout
+
+
+def test_rollups_rebuild_builds_them_with_a_progress_bar_and_status_reports_it(
+    cli: Any, store: Any
+) -> None:
+    _token(cli("accounts", "create", "Acme"))
+    _token(cli("instances", "create", "--account", "Acme", "sales"))
+    assert cli("seed", "--account", "Acme", "--messages", "300").exit_code == 0
+    before = cli("rollups", "status")
+    assert before.exit_code == 0 and "0.0% built" in before.output, before.output
+
+    rebuilt = cli("rollups", "rebuild")
+
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert "rebuilding" in rebuilt.output and "rollups rebuilt: ready" in rebuilt.output
+    instance = store.instances.find_one({"name": "sales"})
+    summary = store.rollup_instances.find_one({"_id": instance["_id"]})
+    assert summary is not None and summary["c"]["o"]["n"] + summary["c"].get("g", {}).get(
+        "n", 0
+    ) == store.messages.count_documents({"instanceId": instance["_id"]})
+    after = cli("rollups", "status")
+    assert after.exit_code == 0 and "100.0% built" in after.output, after.output
+
+
+def test_rollups_rebuild_is_refused_while_a_service_applies_the_stream(
+    cli: Any, store: Any
+) -> None:
+    store.rollup_lease.insert_one(
+        {"_id": "consumer", "holder": "serve-1", "expiresAt": datetime.now(UTC) + timedelta(1)}
+    )
+    result = cli("rollups", "rebuild")
+    assert result.exit_code == 1
+    assert "serve-1" in result.output and "stop it first" in result.output
