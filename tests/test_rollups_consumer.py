@@ -270,15 +270,16 @@ _SERVER = Path(sys.executable).with_name("secantusd-py")
 
 
 @pytest.fixture
-def forgetful_uri() -> Iterator[str]:
-    """A SecantusDB that keeps at most 50 oplog entries."""
+def own_uri() -> Iterator[str]:
+    """A SecantusDB of this module's own: it keeps at most 50 oplog entries and takes
+    test commands (failpoints)."""
     if not _SERVER.exists():
         pytest.skip("secantusd-py is not installed")
     port = free_port()
     command = [str(_SERVER), "--host", "127.0.0.1", "--port", str(port)]
     command += ["--storage-path", ":memory:", "--log-level", "WARNING"]
     process = subprocess.Popen(
-        [*command, "--oplog-max-entries", "50"],
+        [*command, "--oplog-max-entries", "50", "--enable-test-commands"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -294,9 +295,9 @@ def forgetful_uri() -> Iterator[str]:
 
 
 async def test_lost_resume_token_rebuilds_instead_of_answering_wrong(
-    forgetful_uri: str, caplog: pytest.LogCaptureFixture
+    own_uri: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = open_client(forgetful_uri, server_selection_timeout_ms=5_000)
+    client = open_client(own_uri, server_selection_timeout_ms=5_000)
     async with client:
         db = client.metrics
         await ensure_indexes(db)
@@ -326,11 +327,11 @@ async def test_lost_resume_token_rebuilds_instead_of_answering_wrong(
 
 
 async def test_oplog_pruned_under_an_open_stream_rebuilds(
-    forgetful_uri: str, caplog: pytest.LogCaptureFixture
+    own_uri: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """SecantusDB prunes the oplog under an open change stream without telling it; the
     consumer notices the gap and rebuilds instead of skipping the pruned events."""
-    client = open_client(forgetful_uri, server_selection_timeout_ms=5_000)
+    client = open_client(own_uri, server_selection_timeout_ms=5_000)
     async with client:
         db = client.metrics
         await ensure_indexes(db)
@@ -360,3 +361,32 @@ async def test_oplog_pruned_under_an_open_stream_rebuilds(
             resume.set()
             await running.stop()
     assert "the oplog was pruned past the consumer's position" in caplog.text
+
+
+async def test_database_errors_make_the_consumer_start_over_and_catch_up(own_uri: str) -> None:
+    client = open_client(own_uri, server_selection_timeout_ms=5_000)
+    async with client:
+        db = client.metrics
+        await ensure_indexes(db)
+        running = _consumer(db)
+        running.start()
+        try:
+            await settle(db, running)
+            fail = {"failCommands": ["getMore"], "errorCode": 2}
+            await client.admin.command(
+                "configureFailPoint", "failCommand", mode="alwaysOn", data=fail
+            )
+            try:
+                await db.messages.insert_many([message(A, days_ago=d) for d in (1, 2)])
+                deadline = time.monotonic() + 30
+                while running.status().error is None:
+                    assert time.monotonic() < deadline, running.status()
+                    await asyncio.sleep(0.02)
+            finally:
+                await client.admin.command("configureFailPoint", "failCommand", mode="off")
+            await db.messages.update_many({"instanceId": A}, {"$set": {"status": "sent"}})
+            await settle(db, running)
+            await assert_exact(db)
+            assert running.status().error is None
+        finally:
+            await running.stop()

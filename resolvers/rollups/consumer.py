@@ -217,6 +217,8 @@ class RollupConsumer:
         self.position = AppliedPosition()
         self._task: asyncio.Task[None] | None = None
         self._lease_lost = False
+        self._failures = 0
+        """Database errors in a row (the retry delay doubles with each, up to 30 s)."""
         self._writing = asyncio.Lock()
         self._saved_build: Build | None = None
         self._phase: Phase = "stopped"
@@ -275,9 +277,11 @@ class RollupConsumer:
                     _log.info("rollups: %s", exc)
                     self._phase = "standby"
                 except (PyMongoError, _StreamEnded) as exc:
-                    _log.warning("rollups: consumer starts over after: %s", exc)
+                    self._failures += 1
+                    delay = min(self._options.retry_delay * 2 ** (self._failures - 1), 30.0)
+                    _log.warning("rollups: consumer starts over in %.1fs after: %s", delay, exc)
                     self._error = str(exc)
-                    await asyncio.sleep(self._options.retry_delay)
+                    await asyncio.sleep(delay)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -508,6 +512,7 @@ class _Follower:
             )
         self._build = self._consumer._build = build
         self._consumer._phase = "ready" if build is None else "building"
+        self._consumer._failures, self._consumer._error = 0, None
         self._consumer._behind = 0
         self._consumer._lag = (
             _age(batch.events[-1]) if batch.events and not batch.caught_up else 0.0
