@@ -191,6 +191,8 @@ class _Batch:
     """When caught up: a cluster time observed before the empty poll."""
     ended: bool = False
     """The stream closed after these events (an invalidate, say)."""
+    resumed_from: Mapping[str, Any] | None = None
+    """The stream's resume token before this batch was read."""
 
 
 class _StreamEnded(Exception):
@@ -387,7 +389,7 @@ class RollupConsumer:
         async with self._db.client.start_session(causal_consistency=False) as session:
             stream = await self._open(state.token, session)
             try:
-                await _Follower(self, stream, session, build, state.applied_at).run()
+                await _Follower(self, stream, session, build).run()
             finally:
                 await stream.close()
 
@@ -438,7 +440,6 @@ class _Follower:
         stream: AsyncChangeStream[dict[str, Any]],
         session: AsyncClientSession,
         build: Build | None,
-        applied_at: Timestamp | None,
     ) -> None:
         self._consumer = consumer
         self._stream = stream
@@ -446,12 +447,9 @@ class _Follower:
         self._build = build
         self._window: Window | None = None
         self._span = 1
-        self._known = applied_at
-        """A cluster time up to which the stream has delivered everything (history guard)."""
         self._refreshed_at = 0.0
         self._refreshed: Timestamp | None = None
         self._logged_at = 0.0
-        self._oplog_readable = True
 
     async def run(self) -> None:
         consumer = self._consumer
@@ -467,6 +465,7 @@ class _Follower:
 
     async def _read_batch(self) -> _Batch:
         events: list[Mapping[str, Any]] = []
+        before = self._stream.resume_token
         limit = self._consumer._options.batch_size
         while len(events) < limit:
             coverage = self._coverage()
@@ -475,12 +474,12 @@ class _Follower:
             except OperationFailure as exc:
                 raise _lost_or(exc) from exc
             if event is None and not self._stream.alive:
-                return _Batch(events, caught_up=False, coverage=None, ended=True)
+                return _Batch(events, False, None, ended=True, resumed_from=before)
             if event is None:
-                return _Batch(events, caught_up=True, coverage=coverage)
+                return _Batch(events, True, coverage, resumed_from=before)
             events.append(event)
             self._consumer._behind = len(events)
-        return _Batch(events, caught_up=False, coverage=None)
+        return _Batch(events, False, None, resumed_from=before)
 
     def _coverage(self) -> Timestamp | None:
         """A cluster time observed before the next poll: everything written up to it is
@@ -500,8 +499,8 @@ class _Follower:
                     build=self._build,
                     window=self._window,
                 )
-        if batch.events:
-            await self._guard_history(batch.events)
+        if batch.events and batch.resumed_from is not None:
+            await self._guard_history(batch.resumed_from)
         build = self._finish_window(changes) if batch.caught_up else self._build
         if batch.events or build is not self._build:
             await self._consumer._commit(
@@ -519,7 +518,6 @@ class _Follower:
         )
         if batch.coverage is not None:
             await self._consumer.position.publish(batch.coverage)
-            self._known = _later(self._known, batch.coverage)
 
     def _finish_window(self, changes: Changes) -> Build | None:
         window, build = self._window, self._build
@@ -587,31 +585,16 @@ class _Follower:
                 await nudge.wait()
         nudge.clear()
 
-    async def _oplog_floor(self) -> Timestamp | None:
-        """The time of the oldest oplog entry; None when it cannot be read (MongoDB
-        without the privilege, where an open stream that falls off the oplog gets error
-        286 anyway: then it is not asked again)."""
+    async def _guard_history(self, resumed_from: Mapping[str, Any]) -> None:
+        """SecantusDB prunes the oplog under an open stream without an error (its
+        cursor just moves on to what is left). So before committing a batch, check that
+        the stream could still resume from where the batch began: if it could not,
+        events in between may be gone. (MongoDB fails the open stream with 286 itself.)"""
         try:
-            oplog = self._consumer._db.client.local["oplog.rs"]
-            doc = await oplog.find_one({}, {"ts": 1}, sort=[("$natural", 1)])
-        except OperationFailure:
-            self._oplog_readable = False
-            return None
-        ts = None if doc is None else doc.get("ts")
-        return ts if isinstance(ts, Timestamp) else None
-
-    async def _guard_history(self, events: list[Mapping[str, Any]]) -> None:
-        """SecantusDB prunes the oplog under an open stream without an error: if the
-        oldest entry left is newer than what the stream is known to have delivered,
-        events in between may be gone."""
-        floor = await self._oplog_floor() if self._oplog_readable else None
-        if floor is not None and self._known is not None and floor > self._known:
-            raise RebuildNeeded(
-                f"the oplog was pruned past the consumer's position ({floor} > {self._known})"
-            )
-        times = [event["clusterTime"] for event in events if "clusterTime" in event]
-        if times:
-            self._known = _later(self._known, max(times))
+            probe = await self._consumer._db.messages.watch(resume_after=resumed_from)
+        except OperationFailure as exc:
+            raise _lost_or(exc) from exc
+        await probe.close()
 
 
 def _distrust(state: RollupState | None) -> str | None:
@@ -630,10 +613,6 @@ def _lost_or(exc: OperationFailure) -> Exception:
     if exc.code in _HISTORY_LOST:
         return RebuildNeeded(f"the stream cannot resume ({exc.code}: {exc.details})")
     return exc
-
-
-def _later(known: Timestamp | None, moment: Timestamp) -> Timestamp:
-    return moment if known is None else max(known, moment)
 
 
 def _age(event: Mapping[str, Any]) -> float:
