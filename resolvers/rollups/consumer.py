@@ -15,10 +15,13 @@ own replies or from a reader that is waiting for its own cluster time (``wait_fo
 nudges the loop to poll at once). Other processes read it from ``rollup_state``, which
 the loop refreshes while idle.
 
-Known limit: a write whose oplog slot was reserved before P was observed but that
-commits only after the empty poll is not covered by P. On SecantusDB that window is the
-few microseconds between reserving and committing an entry; MongoDB's own change
-stream high-water marks share it.
+SecantusDB prunes the oplog under an open stream silently; before each commit the loop
+checks that the stream could still resume from where the batch began (``_guard_history``).
+
+Known limit: a write that took its cluster time before P was observed but became
+visible only after the empty poll is not covered by P (the window of that write's own
+commit: microseconds on SecantusDB). A request whose cluster time falls in that window
+could miss that one write; no test has seen it.
 """
 
 from __future__ import annotations
