@@ -107,7 +107,8 @@ async def test_two_apps_on_one_redis_share_one_bucket_per_token(
             "0",
         ]
         assert all(response.headers["X-RateLimit-Limit"] == "3" for response in answers)
-        assert before + 59 <= int(answers[0].headers["X-RateLimit-Reset"]) <= before + 61
+        after = int(time.time())  # the requests may take seconds on a loaded machine
+        assert before + 59 <= int(answers[0].headers["X-RateLimit-Reset"]) <= after + 61
         rest = await second.get("/metrics/sales", headers=token)
         assert rest.status_code == 429 and 1 <= int(rest.headers["Retry-After"]) <= 60
         assert rest.json() == {
