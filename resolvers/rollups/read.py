@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
+from pymongo.asynchronous.client_session import AsyncClientSession
 
 from resolvers.db import Database, translate_driver_errors
 from resolvers.instances import InstanceRef
@@ -43,18 +44,25 @@ _FIELDS = {"_id": 0, "t": 1, "c.o.n": 1, "c.g.n": 1, "n": 1}
 
 
 async def read_rollup_metrics(
-    *, db: Database, instances: Sequence[InstanceRef], now: datetime
+    *,
+    db: Database,
+    instances: Sequence[InstanceRef],
+    now: datetime,
+    session: AsyncClientSession | None = None,
 ) -> MetricsResult:
     """The metrics of ``instances`` summed, as ``fetch_metrics`` computes them, from the
-    rollups (which the caller has found current and built for these instances)."""
+    rollups (which the caller has found current and built for these instances); give a
+    ``session`` in a transaction to read them all from one snapshot."""
     ignoring = _ignoring(instances)
     if not ignoring:
         return empty_metrics()
     plans = {name: window(now - span) for name, span in WINDOWS.items()}
     with translate_driver_errors():
-        docs = {doc["_id"]: doc async for doc in find_by_ids(db[INSTANCES], list(ignoring))}
+        found = find_by_ids(db[INSTANCES], list(ignoring), session=session)
+        docs = {doc["_id"]: doc async for doc in found}
         recent = {
-            instance: await _recent(db=db, instance=instance, plans=plans) for instance in ignoring
+            instance: await _recent(db=db, instance=instance, plans=plans, session=session)
+            for instance in ignoring
         }
     parts = [
         _Part(docs.get(instance, {}), _flags(ignore), recent[instance])
@@ -152,19 +160,23 @@ def _has_part(doc: Mapping[str, Any] | None, start: datetime, level: Level) -> b
 
 
 async def _recent(
-    *, db: Database, instance: ObjectId, plans: Mapping[str, Window]
+    *,
+    db: Database,
+    instance: ObjectId,
+    plans: Mapping[str, Window],
+    session: AsyncClientSession | None,
 ) -> dict[str, Counter[Flag]]:
     """Messages per flag in each window; each finer bucket read only when needed."""
     first_month = min(plan.month for plan in plans.values())
-    months = await _buckets(db, {"i": instance, "l": "m", "t": {"$gte": first_month}})
+    months = await _buckets(db, {"i": instance, "l": "m", "t": {"$gte": first_month}}, session)
     wanted = {p.day for p in plans.values() if _needs(p, p.day, months.get(p.month), Level.MONTH)}
-    days = await _needed(db, instance, Level.DAY, wanted)
+    days = await _needed(db, instance, Level.DAY, wanted, session)
     wanted = {p.hour for p in plans.values() if _needs(p, p.hour, days.get(p.day), Level.DAY)}
-    hours = await _needed(db, instance, Level.HOUR, wanted)
+    hours = await _needed(db, instance, Level.HOUR, wanted, session)
     counts: dict[str, Counter[Flag]] = {}
     for name, plan in plans.items():
         hour = hours.get(plan.hour)
-        raw = await _raw_counts(db=db, instance=instance, plan=plan, hour=hour)
+        raw = await _raw_counts(db=db, instance=instance, plan=plan, hour=hour, session=session)
         counts[name] = Counter(
             {
                 flag: count_since(
@@ -188,26 +200,38 @@ def _needs(plan: Window, start: datetime, parent: Mapping[str, Any] | None, leve
 
 
 async def _needed(
-    db: Database, instance: ObjectId, level: Level, starts: set[datetime]
+    db: Database,
+    instance: ObjectId,
+    level: Level,
+    starts: set[datetime],
+    session: AsyncClientSession | None,
 ) -> dict[datetime, Mapping[str, Any]]:
     if not starts:
         return {}
-    return await _buckets(db, {"i": instance, "l": level.value, "t": {"$in": sorted(starts)}})
+    query = {"i": instance, "l": level.value, "t": {"$in": sorted(starts)}}
+    return await _buckets(db, query, session)
 
 
 async def _raw_counts(
-    *, db: Database, instance: ObjectId, plan: Window, hour: Mapping[str, Any] | None
+    *,
+    db: Database,
+    instance: ObjectId,
+    plan: Window,
+    hour: Mapping[str, Any] | None,
+    session: AsyncClientSession | None,
 ) -> Counter[Flag]:
     """Raw messages per flag in ``plan.raw``; none read when the quarter has none."""
     if plan.raw is None or not _has_part(hour, plan.quarter, Level.HOUR):
         return Counter()
     low, high = plan.raw
-    edge = await read_raw(db=db, instance=instance, start=low, end=high)
+    edge = await read_raw(db=db, instance=instance, start=low, end=high, session=session)
     return Counter(flag_of(doc) for doc in edge)
 
 
-async def _buckets(db: Database, query: Mapping[str, Any]) -> dict[datetime, Mapping[str, Any]]:
-    cursor = db[BUCKETS].find(dict(query), _FIELDS)
+async def _buckets(
+    db: Database, query: Mapping[str, Any], session: AsyncClientSession | None
+) -> dict[datetime, Mapping[str, Any]]:
+    cursor = db[BUCKETS].find(dict(query), _FIELDS, session=session)
     return {doc["t"]: doc async for doc in cursor}
 
 

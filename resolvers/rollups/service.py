@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from pymongo.read_concern import ReadConcern
+
 from resolvers.db import Database, translate_driver_errors
 from resolvers.instances import InstanceRef
 from resolvers.metrics import fetch_metrics
@@ -97,10 +99,17 @@ class RollupService:
         chosen = [ref for ref in instances if ref.id in freshness.usable]
         if not chosen:
             return frozenset(), []
-        result = await read_rollup_metrics(db=self._db, instances=chosen, now=now)
-        # A rebuild that began while we read would have bumped the generation first.
+        # One snapshot for every rollup document and the state that vouches for them:
+        # no consumer commit or rebuild can fall between two of the reads.
         with translate_driver_errors():
-            still = await confirm(db=self._db, freshness=freshness)
+            async with (
+                self._db.client.start_session(causal_consistency=False) as session,
+                await session.start_transaction(read_concern=ReadConcern("snapshot")),
+            ):
+                result = await read_rollup_metrics(
+                    db=self._db, instances=chosen, now=now, session=session
+                )
+                still = await confirm(db=self._db, freshness=freshness, session=session)
         if not freshness.usable <= still:
             return frozenset(), []
         return freshness.usable, [result]
