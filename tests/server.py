@@ -42,7 +42,7 @@ def serve(
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(f"{base}/health", process, log)
+        wait_for_health(f"{base}/health", process, log)
         yield base
     finally:
         stop_process(process, grace=5)
@@ -50,7 +50,8 @@ def serve(
             client.drop_database(database)
 
 
-def _wait_for(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+def wait_for_health(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Until ``url`` answers 200; fails with the server's log when it exits or is late."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert process.poll() is None, log.read_text()

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from resolvers import MetricsResult
 from tests.factories import NOW
+from tests.reference import KNOWN_STATUSES, KNOWN_TYPES
 
 INSTANCE_IDS = [ObjectId(f"{n:024x}") for n in range(1, 5)]
 
@@ -28,31 +29,7 @@ DATES = _millis.map(lambda ms: NOW + timedelta(milliseconds=ms))
 _edges = st.sampled_from([NOW - timedelta(days=7), NOW - timedelta(days=30), NOW])
 _DEFAULT_DATES = st.one_of(DATES, _edges)
 _names = st.sampled_from(
-    [
-        "text",
-        "image",
-        "audio",
-        "video",
-        "document",
-        "sticker",
-        "location",
-        "contact",
-        "reaction",
-        "poll",
-        "pending",
-        "sent",
-        "delivered",
-        "read",
-        "played",
-        "failed",
-        "ephemeral",
-        "unknown",
-        "",
-        "Text",
-        "a.b",
-        "$x",
-        "50%",
-    ]
+    [*KNOWN_TYPES, *KNOWN_STATUSES, "ephemeral", "unknown", "", "Text", "a.b", "$x", "50%"]
 )
 _jids = st.sampled_from(
     ["a@s.whatsapp.net", "b@s.whatsapp.net", "c@s.whatsapp.net", "g1@g.us", "g2@g.us", ""]

@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +15,7 @@ import httpx
 import pytest
 
 from graph.embedded import free_port, is_reachable
+from tests.server import wait_for_health
 
 QUERY = {
     "query": "{ metrics { instance totalMessages messagesByType { key count } firstMessageAt } }"
@@ -43,24 +43,11 @@ def _serve(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     base = f"http://127.0.0.1:{port}"
     db_uri = f"mongodb://127.0.0.1:{db_port}/?directConnection=true"
     try:
-        _wait_for(f"{base}/health", process, log)
+        wait_for_health(f"{base}/health", process, log)
         yield base, log.read_text(), db_uri
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
-
-
-def _wait_for(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"serve did not come up:\n{log.read_text()}")
 
 
 @pytest.fixture
