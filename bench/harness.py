@@ -57,7 +57,7 @@ SERVICE_ENV = {
 METRICS = f"query M($instances: [String!]) {{ metrics(instances: $instances) {{{LEGACY_FIELDS}}} }}"
 
 
-def extra_queries(*, instance: str, now: datetime) -> list[tuple[str, str, dict[str, Any]]]:
+def extra_queries(*, instance: str) -> list[tuple[str, str, dict[str, Any]]]:
     """Issue 10's figures: (label, GraphQL query, variables) measured on the largest
     instance in the same rounds as ``metrics``, each held to p50 ≤ 10x health p50: series
     DAY over 90 days and HOUR over 7 days in UTC and Asia/Kolkata, metrics over a 30-day
@@ -157,7 +157,10 @@ class Service:
                 log(f"  rollups {state['state']} {state.get('percent', 0):.0f}%")
             await asyncio.sleep(0.25)
         seconds = now - self.started if state["state"] == "ready" else None
-        return Build(str(state["state"]), seconds, rss_mb(self.pid, "VmHWM"), peak)
+        shown = str(state["state"])
+        if shown == "building":  # the timeout passed
+            shown += f" {state.get('percent', 0):.0f}%"
+        return Build(shown, seconds, rss_mb(self.pid, "VmHWM"), peak)
 
     def request(self, path: str, *, token: str = "", graphql: Any = None, total: int = -1) -> Call:
         """GET ``path``, or POST the ``graphql`` payload to it; ``total`` (unless -1): the

@@ -129,12 +129,14 @@ def _ratio(value: float) -> str:
 
 
 def checks(results: Results) -> list[Check]:
-    by_size = {size.messages: size for size in results.sizes}
+    measured = [size for size in results.sizes if size.latency]
+    by_size = {size.messages: size for size in measured}
     out = [_growth(by_size, path) for path in (REST, GRAPHQL)]
-    out += [_against_health(size, (REST, GRAPHQL)) for size in results.sizes]
-    if results.extra and results.sizes:
+    out += [_against_health(size, (REST, GRAPHQL)) for size in measured]
+    if results.extra:
         out.append(_against_health(results.sizes[-1], results.extra))
-    return [*out, _throughput(results.load), _consumer(results.writes), _build(by_size)]
+    builds = {size.messages: size.build for size in results.sizes}
+    return [*out, _throughput(results.load), _consumer(results.writes), _build(builds)]
 
 
 def _growth(by_size: Mapping[int, Size], path: str) -> Check:
@@ -177,11 +179,11 @@ def _consumer(writes: Sequence[Writes]) -> Check:
     return Check(figure, value, target, best.rate >= WRITES_TARGET)
 
 
-def _build(by_size: Mapping[int, Size]) -> Check:
+def _build(builds: Mapping[int, Build]) -> Check:
     figure = "initial build of 1M"
-    build = by_size[LARGE].build if LARGE in by_size else None
+    build = builds.get(LARGE)
     if build is None or build.seconds is None:
-        value = "not measured" if build is None else f"not ready (state {build.state})"
+        value = "not measured" if build is None else f"not ready ({build.state})"
         return Check(figure, value, "reported", None)
     return Check(figure, f"{build.seconds:,.0f} s", "reported", None)
 

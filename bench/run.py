@@ -80,14 +80,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-async def _size(args: Any, server: EmbeddedDatabase, client: Any, size: int, out: Any) -> Size:
+async def _size(args: Any, server: EmbeddedDatabase, client: Any, size: int) -> Any:
+    """Seed or reuse, serve, wait for the rollups, measure: the ``Size`` and its data."""
     log(f"{label(size)}: preparing the database")
     prep = await harness.prepare(client=client, size=size, seed=SEED, log=log)
-    largest, db_pid = size == args.sizes[-1], server._process.pid  # type: ignore[union-attr]
     async with harness.service(uri=server.uri, database=prep.db.name) as svc:
         log(f"{label(size)}: {prep.seeding}; waiting for the rollups")
-        build = await svc.wait_built(db_pid=db_pid, timeout=args.build_timeout, log=log)
-        log(f"{label(size)}: rollups {build.state} after {build.seconds or 0:.1f} s; measuring")
+        build = await svc.wait_built(db_pid=_pid(server), timeout=args.build_timeout, log=log)
+        log(f"{label(size)}: rollups {build.state} after {build.seconds or 0:.1f} s")
+        if build.seconds is None and build.state not in ("absent", "off"):
+            return Size(size, prep.seeding, build, {}), prep  # not ready: nothing to measure
         token, name = prep.token, prep.ref.name
         query = {"query": harness.METRICS, "variables": {"instances": [name]}}
         calls = {
@@ -95,7 +97,7 @@ async def _size(args: Any, server: EmbeddedDatabase, client: Any, size: int, out
             REST: svc.request(f"/metrics/{name}", token=token, total=size),
             GRAPHQL: svc.request("/graphql", token=token, graphql=query, total=size),
         }
-        extra = harness.extra_queries(instance=name, now=datetime.now(UTC)) if largest else []
+        extra = [] if size != args.sizes[-1] else harness.extra_queries(instance=name)
         for figure, text, variables in extra:
             payload = {"query": text, "variables": variables}
             calls[figure] = svc.request("/graphql", token=token, graphql=payload)
@@ -104,16 +106,25 @@ async def _size(args: Any, server: EmbeddedDatabase, client: Any, size: int, out
         if size <= FULL_SCAN_MAX:
             scan = {FULL_SCAN: harness.full_scan(prep.db, prep.ref, expected=size)}
             samples |= await harness.rounds(scan, runs=args.scan_runs, **limits)
-        if largest:
-            out["extra"] = [figure for figure, _, _ in extra]
-            log(f"{label(size)}: {args.clients} clients for {args.load_seconds:g} s")
-            rest = calls[REST]
-            load = {"messages": size, "clients": args.clients, "seconds": args.load_seconds}
-            out["load"] = await harness.load(rest, **load)
-            log(f"{label(size)}: writes at {args.rates}/s")
-            writing = harness.Writing(prep=prep, svc=svc)
-            out["writes"] = await writing.rates(args.rates, seconds=args.write_seconds, log=log)
-    return Size(size, prep.seeding, build, {k: summarize(v) for k, v in samples.items()})
+    return Size(size, prep.seeding, build, {k: summarize(v) for k, v in samples.items()}), prep
+
+
+async def _under_load(args: Any, server: EmbeddedDatabase, size: int, prep: Any) -> Any:
+    """Throughput, then the consumer under writes, on a measured size (the service starts
+    again on it: its rollups are kept, so the consumer resumes)."""
+    async with harness.service(uri=server.uri, database=prep.db.name) as svc:
+        await svc.wait_built(db_pid=_pid(server), timeout=args.build_timeout, log=log)
+        log(f"{label(size)}: {args.clients} clients for {args.load_seconds:g} s")
+        rest = svc.request(f"/metrics/{prep.ref.name}", token=prep.token, total=size)
+        load = {"messages": size, "clients": args.clients, "seconds": args.load_seconds}
+        throughput = await harness.load(rest, **load)
+        log(f"{label(size)}: writes at {args.rates}/s")
+        writing = harness.Writing(prep=prep, svc=svc)
+        return throughput, await writing.rates(args.rates, seconds=args.write_seconds, log=log)
+
+
+def _pid(server: EmbeddedDatabase) -> int:
+    return server._process.pid  # type: ignore[union-attr]  # EmbeddedDatabase shows no pid
 
 
 def _shown(path: Path) -> Path:
@@ -157,12 +168,15 @@ def _header(args: argparse.Namespace, server: str, started: datetime) -> list[tu
 
 async def _measure(args: argparse.Namespace, server: EmbeddedDatabase) -> Results:
     started = datetime.now(UTC)
-    out: dict[str, Any] = {"load": None, "writes": [], "extra": []}
     async with AsyncMongoClient[Any](server.uri) as client:
-        sizes = [await _size(args, server, client, size, out) for size in args.sizes]
+        measured = [await _size(args, server, client, size) for size in args.sizes]
+        ready = [(size.messages, prep) for size, prep in measured if size.latency]
+        load, writes = await _under_load(args, server, *ready[-1]) if ready else (None, [])
         build_info = await client.admin.command("buildInfo")
+    sizes = [size for size, _ in measured]
+    extra = [f for f in sizes[-1].latency if f not in (HEALTH, REST, GRAPHQL, FULL_SCAN)]
     header = _header(args, str(build_info.get("version")), started)
-    return Results(header, sizes, out["load"], out["writes"], out["extra"])
+    return Results(header, sizes, load, writes, extra)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

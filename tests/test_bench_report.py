@@ -149,3 +149,13 @@ def test_report_rows() -> None:
     assert "| 1M | 16 | 700 | 0 | 20.0 | 35.00 | 400 | 600 |" in text
     assert "| 400 | 400 | 8000 | 1,000 | 2,000 | 2,000 | 0 | 50.0 | 75.0 | 0 | no |" in text
     assert "`bench.harness.extra_queries`" in text  # issue 10's figures: not there yet
+
+
+def test_a_size_whose_rollups_never_got_ready_is_reported_not_judged() -> None:
+    stuck = Size(1_000_000, "seeded in 207.1 s", Build("building 0%", None, 63.0, 3_300.0), {})
+    results = Results([], [size(10_000, rest=0.02, graphql=0.02), stuck], None, [])
+    found = {c.figure: (c.value, c.passed) for c in checks(results)}
+    assert found["REST: latency(1M) / latency(10k), p50"] == ("not measured", None)
+    assert "p50 / health p50 at 1M" not in found
+    assert found["initial build of 1M"] == ("not ready (building 0%)", None)
+    assert "| 1M | seeded in 207.1 s | building 0% |  | 63 | 3,300 |" in render(results)
