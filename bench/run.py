@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -80,16 +81,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-async def _size(args: Any, server: EmbeddedDatabase, client: Any, size: int) -> Any:
-    """Seed or reuse, serve, wait for the rollups, measure: the ``Size`` and its data."""
+async def _size(args: Any, server: EmbeddedDatabase, client: Any, size: int, out: Any) -> Size:
+    """Seed or reuse, serve, wait for the rollups, measure; on the largest size also
+    throughput and the consumer under writes (into ``out``)."""
     log(f"{label(size)}: preparing the database")
     prep = await harness.prepare(client=client, size=size, seed=SEED, log=log)
+    largest = size == args.sizes[-1]
     async with harness.service(uri=server.uri, database=prep.db.name) as svc:
         log(f"{label(size)}: {prep.seeding}; waiting for the rollups")
         build = await svc.wait_built(db_pid=_pid(server), timeout=args.build_timeout, log=log)
         log(f"{label(size)}: rollups {build.state} after {build.seconds or 0:.1f} s")
         if build.seconds is None and build.state not in ("absent", "off"):
-            return Size(size, prep.seeding, build, {}), prep  # not ready: nothing to measure
+            return Size(size, prep.seeding, build, {})  # not ready: nothing to measure
         token, name = prep.token, prep.ref.name
         query = {"query": harness.METRICS, "variables": {"instances": [name]}}
         calls = {
@@ -97,8 +100,7 @@ async def _size(args: Any, server: EmbeddedDatabase, client: Any, size: int) -> 
             REST: svc.request(f"/metrics/{name}", token=token, total=size),
             GRAPHQL: svc.request("/graphql", token=token, graphql=query, total=size),
         }
-        extra = [] if size != args.sizes[-1] else harness.extra_queries(instance=name)
-        for figure, text, variables in extra:
+        for figure, text, variables in harness.extra_queries(instance=name) if largest else []:
             payload = {"query": text, "variables": variables}
             calls[figure] = svc.request("/graphql", token=token, graphql=payload)
         limits = {"min_runs": args.min_runs, "budget": args.budget}
@@ -106,21 +108,14 @@ async def _size(args: Any, server: EmbeddedDatabase, client: Any, size: int) -> 
         if size <= FULL_SCAN_MAX:
             scan = {FULL_SCAN: harness.full_scan(prep.db, prep.ref, expected=size)}
             samples |= await harness.rounds(scan, runs=args.scan_runs, **limits)
-    return Size(size, prep.seeding, build, {k: summarize(v) for k, v in samples.items()}), prep
-
-
-async def _under_load(args: Any, server: EmbeddedDatabase, size: int, prep: Any) -> Any:
-    """Throughput, then the consumer under writes, on a measured size (the service starts
-    again on it: its rollups are kept, so the consumer resumes)."""
-    async with harness.service(uri=server.uri, database=prep.db.name) as svc:
-        await svc.wait_built(db_pid=_pid(server), timeout=args.build_timeout, log=log)
-        log(f"{label(size)}: {args.clients} clients for {args.load_seconds:g} s")
-        rest = svc.request(f"/metrics/{prep.ref.name}", token=prep.token, total=size)
-        load = {"messages": size, "clients": args.clients, "seconds": args.load_seconds}
-        throughput = await harness.load(rest, **load)
-        log(f"{label(size)}: writes at {args.rates}/s")
-        writing = harness.Writing(prep=prep, svc=svc)
-        return throughput, await writing.rates(args.rates, seconds=args.write_seconds, log=log)
+        if largest:
+            log(f"{label(size)}: {args.clients} clients for {args.load_seconds:g} s")
+            load = {"messages": size, "clients": args.clients, "seconds": args.load_seconds}
+            out["load"] = await harness.load(calls[REST], **load)
+            log(f"{label(size)}: writes at {args.rates}/s")
+            writing = harness.Writing(prep=prep, svc=svc)
+            out["writes"] = await writing.rates(args.rates, seconds=args.write_seconds, log=log)
+    return Size(size, prep.seeding, build, {k: summarize(v) for k, v in samples.items()})
 
 
 def _pid(server: EmbeddedDatabase) -> int:
@@ -168,19 +163,19 @@ def _header(args: argparse.Namespace, server: str, started: datetime) -> list[tu
 
 async def _measure(args: argparse.Namespace, server: EmbeddedDatabase) -> Results:
     started = datetime.now(UTC)
+    out: dict[str, Any] = {"load": None, "writes": []}
     async with AsyncMongoClient[Any](server.uri) as client:
-        measured = [await _size(args, server, client, size) for size in args.sizes]
-        ready = [(size.messages, prep) for size, prep in measured if size.latency]
-        load, writes = await _under_load(args, server, *ready[-1]) if ready else (None, [])
+        sizes = [await _size(args, server, client, size, out) for size in args.sizes]
         build_info = await client.admin.command("buildInfo")
-    sizes = [size for size, _ in measured]
     extra = [f for f in sizes[-1].latency if f not in (HEALTH, REST, GRAPHQL, FULL_SCAN)]
     header = _header(args, str(build_info.get("version")), started)
-    return Results(header, sizes, load, writes, extra)
+    return Results(header, sizes, out["load"], out["writes"], extra)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    for stop in (signal.SIGINT, signal.SIGTERM):  # even when started in the background
+        signal.signal(stop, signal.default_int_handler)  # stops the service and database
     clock = time.monotonic()
     with EmbeddedDatabase(data_dir=args.data_dir, startup_timeout=600) as server:
         results = asyncio.run(_measure(args, server))
