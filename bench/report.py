@@ -262,7 +262,7 @@ _LATENCY_NOTE = (
 _BUILD_NOTE = (
     "The service starts on a database without rollups; build s is from its start until "
     "`checks.rollups.state` is `ready` (polled every 0.25 s). Service peak is its VmHWM; "
-    "the database's RSS is sampled with each poll."
+    "the database's RSS is sampled with each poll (one server holds every size)."
 )
 _WRITES_NOTE = (
     "Writes paced at the target rate on one connection (alternately an insert and a status "
