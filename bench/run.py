@@ -63,7 +63,7 @@ _OPTIONS = (  # flag, type, default, help
     ("--load-seconds", float, 20.0, "throughput duration"),
     ("--rates", _rates, "100,200,400", "message writes/s, in turn"),
     ("--write-seconds", float, 20.0, "seconds per write rate"),
-    ("--build-timeout", float, 7200.0, "seconds to wait for the rollups"),
+    ("--build-timeout", float, 3600.0, "seconds to wait for the rollups"),
     ("--output", Path, "bench/results/latest.md", "the report"),
 )
 
