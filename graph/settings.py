@@ -45,4 +45,10 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str | None = None
     rollups: bool = True
     rollups_wait_ms: int = Field(default=250, ge=0)
+    rollups_source: Literal["auto", "change-stream", "watermark"] = "auto"
+    rollups_reconcile_minutes: int | None = Field(
+        default=None,
+        ge=0,
+        description="Minutes between reconciles; 0 = off; unset = 60, off on the embedded one.",
+    )
     log_level: LogLevel = "info"
