@@ -19,16 +19,23 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from resolvers.instances import InstanceRef
+from resolvers.timeranges import TimeRange
 
 __all__ = [
+    "HAS_MEDIA",
+    "IS_DATED",
+    "IS_GROUP",
     "KNOWN_MEDIA_TYPES",
     "KNOWN_STATUSES",
     "KNOWN_TYPES",
     "UNKNOWN_KEY",
     "MetricsResult",
+    "build_match",
     "build_metrics_pipeline",
     "combine_metrics",
     "empty_metrics",
+    "key_expression",
+    "order_counts",
     "read_metrics",
 ]
 
@@ -50,8 +57,9 @@ UNKNOWN_KEY = "unknown"
 
 # Expressions, not queries: a query such as ``{"isGroup": True}`` also matches arrays
 # that contain the value, and the contract counts only the value itself.
-_HAS_MEDIA = {"$eq": [{"$type": "$media"}, "object"]}
-_IS_GROUP = {"$eq": ["$isGroup", True]}
+HAS_MEDIA = {"$eq": [{"$type": "$media"}, "object"]}
+IS_GROUP = {"$eq": ["$isGroup", True]}
+IS_DATED = {"$eq": [{"$type": "$timestamp"}, "date"]}
 
 _COUNTERS = (
     "totalMessages",
@@ -88,40 +96,52 @@ class MetricsResult:
 
 
 def build_metrics_pipeline(
-    *, instances: Sequence[InstanceRef], now: datetime
+    *,
+    instances: Sequence[InstanceRef],
+    now: datetime,
+    range: TimeRange | None = None,
+    unique: bool = True,
 ) -> list[dict[str, Any]]:
-    """The aggregation on ``messages`` whose single result ``read_metrics`` understands."""
-    return [
-        {"$match": _match(instances)},
-        {
-            "$facet": {
-                "totals": [{"$group": _totals(now)}],
-                "byType": _count_by(_key("$type")),
-                "byStatus": _count_by(_key("$status")),
-                "mediaByType": [
-                    {"$match": {"$expr": _HAS_MEDIA}},
-                    *_count_by(_key("$media.type")),
-                ],
-                "uniqueChats": _distinct_per_instance("$chatId"),
-                "uniqueGroups": [
-                    {"$match": {"$expr": _IS_GROUP}},
-                    *_distinct_per_instance("$chatId"),
-                ],
-                "uniqueContacts": _distinct_per_instance(_contact()),
-            }
-        },
-    ]
+    """The aggregation on ``messages`` whose single result ``read_metrics`` understands:
+    over the messages dated in ``range`` when given (None = all); ``unique`` False
+    leaves the distinct counts out (they read 0)."""
+    facets: dict[str, Any] = {
+        "totals": [{"$group": _totals(now)}],
+        "byType": _count_by(key_expression("$type")),
+        "byStatus": _count_by(key_expression("$status")),
+        "mediaByType": [
+            {"$match": {"$expr": HAS_MEDIA}},
+            *_count_by(key_expression("$media.type")),
+        ],
+    }
+    if unique:
+        facets.update(
+            uniqueChats=_distinct_per_instance("$chatId"),
+            uniqueGroups=[{"$match": {"$expr": IS_GROUP}}, *_distinct_per_instance("$chatId")],
+            uniqueContacts=_distinct_per_instance(_contact()),
+        )
+    return [{"$match": build_match(instances=instances, range=range)}, {"$facet": facets}]
 
 
-def _match(instances: Sequence[InstanceRef]) -> dict[str, Any]:
+def build_match(
+    *, instances: Sequence[InstanceRef], range: TimeRange | None = None
+) -> dict[str, Any]:
+    """The ``$match`` of the messages that count for ``instances`` (dated in ``range``)."""
     # A query on an array field matches its elements: without ``$not``, a document whose
     # instanceId is ``[id]`` would count for that instance. Only an ObjectId attributes.
     ids = [ref.id for ref in instances]
     match: dict[str, Any] = {"instanceId": {"$in": ids, "$not": {"$type": "array"}}}
+    conditions: list[dict[str, Any]] = []
+    if range is not None:
+        # the query also matches an array holding such a date: only a date is dated
+        match["timestamp"] = {"$gte": range.start, "$lt": range.end}
+        conditions.append(IS_DATED)
     ignoring = [ref.id for ref in instances if ref.ignore_group_messages]
     if ignoring:
-        ignored = {"$and": [{"$in": ["$instanceId", ignoring]}, _IS_GROUP]}
-        match["$expr"] = {"$not": [ignored]}
+        ignored = {"$and": [{"$in": ["$instanceId", ignoring]}, IS_GROUP]}
+        conditions.append({"$not": [ignored]})
+    if conditions:
+        match["$expr"] = conditions[0] if len(conditions) == 1 else {"$and": conditions}
     return match
 
 
@@ -132,9 +152,9 @@ def _totals(now: datetime) -> dict[str, Any]:
         "totalMessages": {"$sum": 1},
         "messagesSent": _count_if({"$eq": ["$fromMe", True]}),
         "messagesReceived": _count_if({"$eq": ["$fromMe", False]}),
-        "groupMessages": _count_if(_IS_GROUP),
+        "groupMessages": _count_if(IS_GROUP),
         "individualMessages": _count_if({"$eq": ["$isGroup", False]}),
-        "messagesWithMedia": _count_if(_HAS_MEDIA),
+        "messagesWithMedia": _count_if(HAS_MEDIA),
         "messagesLast7Days": _count_if(_since(timestamp, now - timedelta(days=7))),
         "messagesLast30Days": _count_if(_since(timestamp, now - timedelta(days=30))),
         "firstMessageAt": {"$min": timestamp},
@@ -150,7 +170,7 @@ def _since(timestamp: dict[str, Any], cutoff: datetime) -> dict[str, Any]:
     return {"$and": [{"$ne": [timestamp, None]}, {"$gte": [timestamp, cutoff]}]}
 
 
-def _key(path: str) -> dict[str, Any]:
+def key_expression(path: str) -> dict[str, Any]:
     """The value at ``path`` when it is a non-empty string, else ``UNKNOWN_KEY``."""
     return {"$cond": [_is_name(path), path, UNKNOWN_KEY]}
 
@@ -266,8 +286,12 @@ def _count(rows: Sequence[Mapping[str, Any]] | None) -> int:
 
 
 def _key_counts(rows: Sequence[Mapping[str, Any]] | None, known: Sequence[str]) -> dict[str, int]:
+    return order_counts({str(row["_id"]): int(row["count"]) for row in rows or ()}, known)
+
+
+def order_counts(counts: Mapping[str, int], known: Sequence[str]) -> dict[str, int]:
     """Known keys first, in contract order (0 when absent), then the others by name."""
-    found = {str(row["_id"]): int(row["count"]) for row in rows or ()}
-    counts = {key: found.pop(key, 0) for key in known}
-    counts.update(sorted(found.items()))
-    return counts
+    found = dict(counts)
+    ordered = {key: found.pop(key, 0) for key in known}
+    ordered.update(sorted(found.items()))
+    return ordered

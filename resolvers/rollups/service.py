@@ -16,11 +16,23 @@ from pymongo.read_concern import ReadConcern
 
 from resolvers.db import Database, translate_driver_errors
 from resolvers.instances import InstanceRef
-from resolvers.metrics import fetch_metrics
+from resolvers.metrics import (
+    distinct_instances,
+    fetch_metrics,
+    fetch_series,
+    fetch_summaries,
+)
 from resolvers.pipeline import MetricsResult, combine_metrics, empty_metrics
 from resolvers.rollups.consumer import ConsumerStatus, RollupConsumer, stored_status
 from resolvers.rollups.freshness import check_freshness, confirm
 from resolvers.rollups.read import read_rollup_metrics
+from resolvers.timeranges import (
+    InstanceSummary,
+    Interval,
+    SeriesPoint,
+    TimeRange,
+    series_bounds,
+)
 
 __all__ = ["RollupHealth", "RollupService"]
 
@@ -73,18 +85,61 @@ class RollupService:
         if self.consumer is not None:
             await self.consumer.stop()
 
-    async def metrics(self, *, instances: Sequence[InstanceRef], now: datetime) -> MetricsResult:
+    async def metrics(
+        self,
+        *,
+        instances: Sequence[InstanceRef],
+        now: datetime,
+        range: TimeRange | None = None,
+        unique: bool = True,
+    ) -> MetricsResult:
         """The metrics of ``instances`` summed: rollups where they are current, the full
-        scan for the rest."""
+        scan for the rest. ``range``: only messages dated in it; ``unique`` False skips
+        the distinct counts (they read 0), which cost a raw read within a range."""
         if not instances:
             return empty_metrics()
-        if self.consumer is None:
-            return await fetch_metrics(db=self._db, instances=instances, now=now)
+        if self.consumer is None or range is not None:
+            return await fetch_metrics(
+                db=self._db, instances=instances, now=now, range=range, unique=unique
+            )
         usable, parts = await self._from_rollups(instances=instances, now=now)
         rest = [ref for ref in instances if ref.id not in usable]
         if rest:
             parts.append(await fetch_metrics(db=self._db, instances=rest, now=now))
         return combine_metrics(parts)
+
+    async def metrics_by_instance(
+        self,
+        *,
+        instances: Sequence[InstanceRef],
+        now: datetime,
+        range: TimeRange | None = None,
+        unique: bool = True,
+    ) -> list[MetricsResult]:
+        """One ``MetricsResult`` per distinct instance, in the order first named; they
+        sum to ``metrics`` for the same arguments."""
+        return [
+            await self.metrics(instances=[ref], now=now, range=range, unique=unique)
+            for ref in distinct_instances(instances)
+        ]
+
+    async def series(
+        self,
+        *,
+        instances: Sequence[InstanceRef],
+        range: TimeRange,
+        interval: Interval,
+        timezone: str,
+    ) -> list[SeriesPoint]:
+        """The dense series of ``range`` in ``timezone`` (``series_bounds``), summed over
+        ``instances``; its points sum to ``metrics`` over the same range."""
+        bounds = series_bounds(range=range, interval=interval, timezone=timezone)
+        return await fetch_series(db=self._db, instances=instances, bounds=bounds)
+
+    async def summaries(self, *, instances: Sequence[InstanceRef]) -> list[InstanceSummary]:
+        """Per distinct instance, in the order first named: its settings, ``createdAt``,
+        message count and last message, as ``metrics`` for it alone reports them."""
+        return await fetch_summaries(db=self._db, instances=instances)
 
     async def _from_rollups(
         self, *, instances: Sequence[InstanceRef], now: datetime
