@@ -2,19 +2,29 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# Two install stamps: `make run` needs only what serving needs; `make test` adds the rest.
+SERVE_STAMP := $(VENV)/.installed-serve
+FULL_STAMP := $(VENV)/.installed-full
 AUDIT := tests/audit
 AUDIT_STAMP := $(AUDIT)/node_modules/.installed
 
-.PHONY: install audit-deps run test lint typecheck pytest schema bench clean
+.PHONY: install install-serve audit-deps run test lint typecheck pytest schema bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(SERVE_STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[embedded,dev,bench,redis]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[embedded]'
+	touch $(SERVE_STAMP)
 
-install: $(STAMP)
+# After the serve stamp (so `make run` after `make test` finds it), and redone whenever
+# it is: the same pyproject.toml or constraints.txt change remakes both.
+$(FULL_STAMP): $(SERVE_STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[embedded,dev,bench,redis]'
+	touch $(FULL_STAMP)
+
+install-serve: $(SERVE_STAMP)
+
+install: $(FULL_STAMP)
 
 # The graphql-http audit suite (tests/test_audit.py), from its lockfile; without npm the
 # test skips (and fails in CI).
@@ -25,7 +35,7 @@ $(AUDIT_STAMP): $(AUDIT)/package.json $(AUDIT)/package-lock.json
 
 audit-deps: $(AUDIT_STAMP)
 
-run: install  ## serve on the embedded database with demo data
+run: install-serve  ## serve on the embedded database with demo data
 	$(BIN)/message-metrics serve
 
 test: install lint typecheck pytest  ## everything CI checks
