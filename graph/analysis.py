@@ -3,6 +3,8 @@
 Pure: it takes a parsed document (graphql-core's ``DocumentNode``) and counts, for the
 operation to run, its aliases, its depth, its field selections and its metrics
 computations once fragments are expanded, and whether it introspects the schema.
+A computation is a costly field selected on the root type (``Query`` or ``Mutation``):
+a field of the same name deeper down (``Metrics.instances``, say) is plain data.
 Each fragment is measured once and reused wherever it is spread, so a chain of
 fragments that each spread the next twice costs one visit per fragment, while the
 counts still double at each level as the expanded document would. A fragment that
@@ -27,6 +29,7 @@ from graphql import (
 
 __all__ = [
     "INTROSPECTION_FIELDS",
+    "ROOT_TYPES",
     "Analysis",
     "FragmentCycle",
     "analyze",
@@ -35,6 +38,10 @@ __all__ = [
 
 #: Root fields that read the schema itself (``__typename`` is ordinary and free).
 INTROSPECTION_FIELDS = frozenset({"__schema", "__type"})
+
+#: The names of the root types: a costly field counts only where it is selected on one
+#: (directly, in an inline fragment there, or in a fragment on one of these types).
+ROOT_TYPES = frozenset({"Query", "Mutation", "Subscription"})
 
 #: Introspection's unwrapping of list and non-null types: one object (or null) per
 #: level, so it cannot multiply the answer and does not count towards the depth.
@@ -82,10 +89,13 @@ class _Measure:
 
 @dataclass(slots=True)
 class _Frame:
-    """A selection set being measured; ``owner`` is the field it belongs to, if any."""
+    """A selection set being measured; ``owner`` is the field it belongs to, if any;
+    ``root``: the selections are on the root type; ``owner_at_root``: so is ``owner``."""
 
     selections: Sequence[SelectionNode]
     owner: FieldNode | None = None
+    root: bool = False
+    owner_at_root: bool = False
     fragment: str | None = None
     index: int = 0
     total: _Measure = field(default_factory=_Measure)
@@ -99,7 +109,8 @@ def analyze(
 ) -> Analysis | None:
     """Measure the operation ``operation_name`` selects (None when there is no such single
     operation: validation reports that). ``costly_fields`` are the field names that each
-    run one metrics computation. Raises ``FragmentCycle``."""
+    run one metrics computation where they are selected on the root type. Raises
+    ``FragmentCycle``."""
     operation = get_operation_ast(document, operation_name)
     if operation is None:
         return None
@@ -135,7 +146,7 @@ def _measure(
     recursion limit); each fragment is measured the first time it is spread."""
     done: dict[str, _Measure] = {}
     open_fragments: set[str] = set()
-    stack = [_Frame(root)]
+    stack = [_Frame(root, root=True)]
     while True:
         frame = stack[-1]
         if frame.index == len(frame.selections):
@@ -150,7 +161,7 @@ def _measure(
             continue
         selection = frame.selections[frame.index]
         frame.index += 1
-        child = _open(selection, fragments, done, open_fragments)
+        child = _open(selection, frame.root, fragments, done, open_fragments)
         if isinstance(child, _Frame):
             stack.append(child)
         elif child is not None:
@@ -159,17 +170,18 @@ def _measure(
 
 def _open(
     selection: SelectionNode,
+    root: bool,
     fragments: Mapping[str, FragmentDefinitionNode],
     done: Mapping[str, _Measure],
     open_fragments: set[str],
 ) -> _Frame | _Measure | None:
     """A frame to measure, a measure already known, or None (an unknown fragment,
-    which validation reports)."""
+    which validation reports). ``root``: ``selection`` is selected on the root type."""
     if isinstance(selection, FieldNode):
         children = selection.selection_set.selections if selection.selection_set else ()
-        return _Frame(children, owner=selection)
+        return _Frame(children, owner=selection, owner_at_root=root)
     if isinstance(selection, InlineFragmentNode):
-        return _Frame(selection.selection_set.selections)
+        return _Frame(selection.selection_set.selections, root=root)
     assert isinstance(selection, FragmentSpreadNode)
     name = selection.name.value
     if name in done:
@@ -180,7 +192,8 @@ def _open(
     if definition is None:
         return None
     open_fragments.add(name)
-    return _Frame(definition.selection_set.selections, fragment=name)
+    on_root = definition.type_condition.name.value in ROOT_TYPES
+    return _Frame(definition.selection_set.selections, fragment=name, root=on_root)
 
 
 def _close(frame: _Frame, costly: frozenset[str]) -> _Measure:
@@ -194,6 +207,6 @@ def _close(frame: _Frame, costly: frozenset[str]) -> _Measure:
         aliases=total.aliases + (node.alias is not None),
         depth=total.depth + (name not in _UNWRAPPING_FIELDS),
         fields=total.fields + 1,
-        computations=total.computations + (name in costly),
+        computations=total.computations + (frame.owner_at_root and name in costly),
         introspection=total.introspection or name in INTROSPECTION_FIELDS,
     )
