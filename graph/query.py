@@ -1,11 +1,13 @@
-"""The GraphQL schema: ``metrics`` and ``rateLimit``, and the policies around them."""
+"""The GraphQL schema: the queries (``metrics``, ``metricsByInstance``, ``series``,
+``instances``, ``rateLimit``), the ``updateInstanceSettings`` mutation, and the policies
+around them."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from graphql import ExecutionResult as GraphQLExecutionResult
@@ -14,25 +16,56 @@ from graphql.validation.rules import overlapping_fields_can_be_merged
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
+from strawberry.types.nodes import SelectedField
+from strawberry.types.nodes import Selection as Selection_
 
 from graph.analysis import Analysis, FragmentCycle, analyze, operation_cost
 from graph.context import Context
 from graph.errors import INTERNAL_CODE, should_mask_error, status_for
 from graph.gate import rate_limited
-from graph.types import DATETIME_SCALAR, Metrics, RateLimit
+from graph.types import (
+    DATETIME_SCALAR,
+    Instance,
+    Interval,
+    Metrics,
+    RateLimit,
+    Series,
+    SeriesPoint,
+    TimeRange,
+    metrics_of,
+)
 from resolvers import (
     BadUserInput,
     MetricsError,
+    Selection,
     Unauthenticated,
     Unavailable,
-    fetch_metrics,
     select_instances,
+    timeranges,
+    update_instance_settings,
+)
+from resolvers.rollups.service import RollupService
+
+__all__ = [
+    "COSTLY_FIELDS",
+    "VALIDATION_BUDGET",
+    "Mutation",
+    "OperationGuard",
+    "Query",
+    "schema",
+]
+
+#: Root fields that each run one computation over the messages (or their rollups): one
+#: rate-limit point each, whatever the number of instances (the work of
+#: ``metricsByInstance`` is the work of ``metrics`` over the same instances, split
+#: by instance), at least one per operation; a mutation costs at least
+#: ``GRAPHQL_MUTATION_COST`` (see ``operation_cost``).
+COSTLY_FIELDS = frozenset(
+    {"metrics", "metricsByInstance", "series", "instances", "updateInstanceSettings"}
 )
 
-__all__ = ["COSTLY_FIELDS", "VALIDATION_BUDGET", "OperationGuard", "Query", "schema"]
-
-#: Fields that each run one metrics computation: one rate-limit point each.
-COSTLY_FIELDS = frozenset({"metrics"})
+#: The fields of ``Metrics`` that need the distinct counts (the costliest part).
+UNIQUE_FIELDS = frozenset({"uniqueChats", "uniqueGroups", "uniqueContacts"})
 
 #: graphql-core's OverlappingFieldsCanBeMerged compares same-named fields pairwise, so a
 #: document repeating one field many times costs its square; graphql-core aborts the
@@ -46,19 +79,127 @@ _ABORTED = "Validation aborted."
 _log = logging.getLogger(__name__)
 
 
+Info = strawberry.Info[Context, None]
+Names = list[str] | None
+Range = Annotated[TimeRange | None, strawberry.argument(name="range")]
+
+
 async def resolve_metrics(
-    info: strawberry.Info[Context, None], instances: list[str] | None = strawberry.UNSET
+    info: Info, instances: Names = strawberry.UNSET, range_: Range = strawberry.UNSET
 ) -> Metrics:
     context = info.context
-    caller = context.require_caller()
-    names = instances if isinstance(instances, list) else None  # null and omitted alike
-    selection = await select_instances(db=context.db, caller=caller, names=names)
-    now = context.clock()
-    if context.rollups is None:
-        result = await fetch_metrics(db=context.db, instances=selection.instances, now=now)
-    else:
-        result = await context.rollups.metrics(instances=selection.instances, now=now)
+    time_range = _time_range(context, range_)
+    selection = await _select(context, instances)
+    result = await _service(context).metrics(
+        instances=selection.instances,
+        now=context.clock(),
+        range=time_range,
+        unique=_selects(info, UNIQUE_FIELDS),
+    )
     return Metrics.from_result(selection=selection, result=result)
+
+
+async def resolve_metrics_by_instance(
+    info: Info, instances: Names = strawberry.UNSET, range_: Range = strawberry.UNSET
+) -> list[Metrics]:
+    context = info.context
+    time_range = _time_range(context, range_)
+    selection = await _select(context, instances)
+    results = await _service(context).metrics_by_instance(
+        instances=selection.instances,
+        now=context.clock(),
+        range=time_range,
+        unique=_selects(info, UNIQUE_FIELDS),
+    )
+    return [
+        metrics_of(ref=ref, result=result)
+        for ref, result in zip(selection.instances, results, strict=True)
+    ]
+
+
+async def resolve_series(
+    info: Info,
+    instances: Names = strawberry.UNSET,
+    *,
+    range_: Annotated[TimeRange, strawberry.argument(name="range")],
+    interval: Interval,
+    timezone: Annotated[
+        str, strawberry.argument(description='An IANA timezone name, e.g. "Asia/Kolkata".')
+    ] = "UTC",
+) -> Series:
+    context = info.context
+    time_range = _time_range(context, range_)
+    assert time_range is not None
+    # Refuse an unknown timezone or too many points before any database work.
+    timeranges.series_bounds(range=time_range, interval=interval.resolve(), timezone=timezone)
+    selection = await _select(context, instances)
+    points = await _service(context).series(
+        instances=selection.instances,
+        range=time_range,
+        interval=interval.resolve(),
+        timezone=timezone,
+    )
+    return Series(
+        instance=selection.label,
+        instances=[ref.name for ref in selection.instances],
+        interval=interval,
+        timezone=timezone,
+        points=[SeriesPoint.from_point(point) for point in points],
+    )
+
+
+async def resolve_instances(info: Info) -> list[Instance]:
+    context = info.context
+    selection = await _select(context, None)
+    summaries = await _service(context).summaries(instances=selection.instances)
+    return [Instance.from_summary(summary) for summary in summaries]
+
+
+async def resolve_update_instance_settings(
+    info: Info, instance: str, ignore_group_messages: bool
+) -> Instance:
+    context = info.context
+    ref = await update_instance_settings(
+        db=context.db,
+        caller=context.require_caller(),
+        name=instance,
+        ignore_group_messages=ignore_group_messages,
+    )
+    [summary] = await _service(context).summaries(instances=[ref])
+    return Instance.from_summary(summary)
+
+
+def _time_range(context: Context, given: TimeRange | None) -> timeranges.TimeRange | None:
+    """The range in the data layer's terms (null and omitted alike: none), once the
+    caller is known to be someone."""
+    context.require_caller()
+    return given.resolve() if isinstance(given, TimeRange) else None
+
+
+async def _select(context: Context, instances: list[str] | None) -> Selection:
+    names = instances if isinstance(instances, list) else None  # null and omitted alike
+    return await select_instances(db=context.db, caller=context.require_caller(), names=names)
+
+
+def _service(context: Context) -> RollupService:
+    """The app's rollup service; a plain full scan where there is none (direct
+    ``schema.execute`` in tests)."""
+    return context.rollups or RollupService(db=context.db, consumer=None)
+
+
+def _selects(info: Info, names: frozenset[str]) -> bool:
+    """Whether the field being resolved selects any of ``names`` (through fragments)."""
+    return any(_any_named(field.selections, names) for field in info.selected_fields)
+
+
+def _any_named(selections: Iterable[Selection_], names: frozenset[str]) -> bool:
+    stack = list(selections)
+    while stack:
+        selection = stack.pop()
+        if isinstance(selection, SelectedField) and selection.name in names:
+            return True
+        stack.extend(selection.selections)
+    return False
 
 
 def resolve_rate_limit(info: strawberry.Info[Context, None]) -> RateLimit:
@@ -75,6 +216,17 @@ def resolve_rate_limit(info: strawberry.Info[Context, None]) -> RateLimit:
 
 
 @strawberry.type
+class Mutation:
+    update_instance_settings: Instance = strawberry.field(
+        resolver=resolve_update_instance_settings,
+        description=(
+            "Change an instance's settings (an account token: any of its account; an "
+            "instance token: its own); metrics count with them from the next request on."
+        ),
+    )
+
+
+@strawberry.type
 class Query:
     metrics: Metrics = strawberry.field(
         resolver=resolve_metrics,
@@ -82,6 +234,20 @@ class Query:
             "Metrics summed over the named instances; "
             "null or omitted = every instance the token can see."
         ),
+    )
+    metrics_by_instance: list[Metrics] = strawberry.field(
+        resolver=resolve_metrics_by_instance,
+        description="One Metrics per distinct instance, in the order named (or by name when null).",
+    )
+    series: Series = strawberry.field(
+        resolver=resolve_series,
+        description=(
+            "Metrics per interval over the range, summed over the named instances, on the "
+            "local calendar of the timezone; at most 1000 points."
+        ),
+    )
+    instances: list[Instance] = strawberry.field(
+        resolver=resolve_instances, description="The instances the token can see."
     )
     rate_limit: RateLimit = strawberry.field(
         resolver=resolve_rate_limit,
@@ -268,6 +434,7 @@ class MetricsSchema(strawberry.Schema):
 #: One schema for every app: the limits come with each request's context.
 schema = MetricsSchema(
     query=Query,
+    mutation=Mutation,
     config=StrawberryConfig(scalar_map={datetime: DATETIME_SCALAR}),
     extensions=[OperationGuard, ErrorPolicy],
 )

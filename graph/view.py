@@ -8,12 +8,15 @@
 - ``Accept`` picks ``application/graphql-response+json`` or ``application/json``; with
   the former, a request error (parse, validation, variable coercion: no execution)
   answers 400 without a ``data`` entry; with the latter it answers 200, as before.
+- A mutation by GET is 405 with ``Allow: POST``, as the specification says (Strawberry
+  answers 400).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.requests import Request
@@ -23,6 +26,8 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.parse_content_type import parse_content_type
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types import ExecutionResult
 
 from graph.context import Context, build_context
 from graph.errors import code_for_status, status_for
@@ -53,6 +58,15 @@ class MetricsGraphQL(GraphQL[Context, None]):
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
         return build_context(request, response=response if isinstance(response, Response) else None)
+
+    async def execute_single(self, *args: Any, **kwargs: Any) -> ExecutionResult:
+        """Strawberry's, with a mutation by GET refused 405 instead of 400."""
+        try:
+            return await super().execute_single(*args, **kwargs)
+        except HTTPException as refusal:
+            if isinstance(refusal.__cause__, InvalidOperationTypeError):
+                raise HTTPException(405, refusal.reason) from refusal
+            raise
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
         """Strawberry's sub-response, carrying the media type the client accepts."""
@@ -150,7 +164,8 @@ def _request_error_status(response_data: GraphQLHTTPResponse) -> int | None:
 
 
 def _refusal(request: Request, *, status: int, message: str) -> Response:
-    headers = {"Allow": _ALLOWED_METHODS} if status == 405 else None
+    allowed = "POST" if request.method == "GET" else _ALLOWED_METHODS  # GET: a mutation
+    headers = {"Allow": allowed} if status == 405 else None
     return graphql_error(
         code=code_for_status(status),
         message=message,

@@ -11,7 +11,12 @@ from resolvers.errors import (
     Unavailable,
 )
 from resolvers.indexes import ensure_indexes
-from resolvers.instances import InstanceRef, Selection, select_instances
+from resolvers.instances import (
+    InstanceRef,
+    Selection,
+    select_instances,
+    update_instance_settings,
+)
 from resolvers.metrics import fetch_metrics
 from resolvers.pipeline import MetricsResult, build_metrics_pipeline
 from resolvers.tokens import AccountCaller, Caller, InstanceCaller, authenticate, hash_token
@@ -39,4 +44,5 @@ __all__ = [
     "open_client",
     "select_instances",
     "translate_driver_errors",
+    "update_instance_settings",
 ]

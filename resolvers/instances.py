@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from bson import ObjectId
+from pymongo import ReturnDocument
 
 from resolvers.db import Database, translate_driver_errors
 from resolvers.errors import BadUserInput, Forbidden, NotFound
-from resolvers.tokens import Caller, InstanceCaller
+from resolvers.tokens import AccountCaller, Caller, InstanceCaller
 
 __all__ = [
     "MAX_NAMES",
@@ -20,6 +21,7 @@ __all__ = [
     "ignores_group_messages",
     "normalize_names",
     "select_instances",
+    "update_instance_settings",
 ]
 
 MAX_NAMES = 100
@@ -101,10 +103,44 @@ async def _named_instances(
     found = {doc["name"]: _to_ref(doc) for doc in docs}
     missing = [name for name in wanted if name not in found]
     if missing:
-        listed = ", ".join(f'"{name}"' for name in missing)
-        noun = "Instance" if len(missing) == 1 else "Instances"
-        raise NotFound(f"{noun} not found: {listed}.")
+        raise _not_found(missing)
     return tuple(found[name] for name in wanted)
+
+
+def _not_found(missing: Sequence[str]) -> NotFound:
+    """The same words whether a name is in no account or in another one."""
+    listed = ", ".join(f'"{name}"' for name in missing)
+    noun = "Instance" if len(missing) == 1 else "Instances"
+    return NotFound(f"{noun} not found: {listed}.")
+
+
+async def update_instance_settings(
+    *, db: Database, caller: Caller, name: str, ignore_group_messages: bool
+) -> InstanceRef:
+    """Set ``settings.ignoreGroupMessages`` of the instance ``name`` (trimmed) and return
+    it as changed. An account token may change any instance of its account (another
+    account's is ``NotFound``, worded as for a missing one); an instance token only its
+    own (``Forbidden``, as when it reads another). Metrics read the setting on every
+    request, so the next one counts with it."""
+    [wanted] = normalize_names([name])
+    if isinstance(caller, InstanceCaller):
+        _check_own_instance(caller=caller, wanted=[wanted])
+    query = _owned_by(caller, name=wanted)
+    update = {"$set": {"settings.ignoreGroupMessages": ignore_group_messages}}
+    with translate_driver_errors():
+        doc = await db.instances.find_one_and_update(
+            query, update, projection=_PROJECTION, return_document=ReturnDocument.AFTER
+        )
+    if doc is None:
+        raise _not_found([wanted])
+    return _to_ref(doc)
+
+
+def _owned_by(caller: Caller, *, name: str) -> dict[str, Any]:
+    """The filter of the instance ``name`` among those ``caller`` may change."""
+    if isinstance(caller, AccountCaller):
+        return {"accountId": caller.account_id, "name": name}
+    return {"_id": caller.instance_id, "accountId": caller.account_id, "name": name}
 
 
 def ignores_group_messages(doc: dict[str, Any]) -> bool:

@@ -162,7 +162,7 @@ async def test_a_mutation_by_get_is_refused_with_a_graphql_error(
     http: httpx.AsyncClient,
 ) -> None:
     response = await http.get("/graphql", params={"query": "mutation { x }"})
-    assert "GET" in _graphql_error(response, status=400, code="BAD_USER_INPUT")
+    assert "GET" in _graphql_error(response, status=405, code="METHOD_NOT_ALLOWED")
 
 
 async def test_an_unsupported_content_type_is_refused_with_a_graphql_error(
