@@ -7,7 +7,7 @@ from enum import Enum
 
 import strawberry
 
-from resolvers import InstanceRef, MetricsResult, Selection, timeranges
+from resolvers import BadUserInput, InstanceRef, MetricsResult, Selection, timeranges
 
 __all__ = [
     "DATETIME_SCALAR",
@@ -35,22 +35,23 @@ def format_datetime(value: datetime) -> str:
 
 def parse_datetime(value: object) -> datetime:
     """An ISO 8601 date and time with a UTC offset (``Z``, ``+05:30``), as UTC; anything
-    else (no offset, a date alone, not a string) is a ``ValueError`` that says so."""
+    else (no offset, a date alone, not a string) is ``BadUserInput`` saying so (a domain
+    error, so GraphQL reports it, written in a query or in variables, unmasked)."""
     if not isinstance(value, str):
-        raise ValueError("A DateTime is an ISO 8601 string with a UTC offset.")
+        raise BadUserInput("A DateTime is an ISO 8601 string with a UTC offset.")
     try:
         parsed: datetime | None = datetime.fromisoformat(value)
     except ValueError:
         parsed = None
     if parsed is None or parsed.tzinfo is None:
-        raise ValueError(
+        raise BadUserInput(
             "A DateTime is an ISO 8601 date and time with a UTC offset, such as "
             f"2026-11-01T00:00:00Z or 2026-11-01T00:00:00+05:30; got {value[:64]!r}."
         )
     try:
         return parsed.astimezone(UTC)
     except OverflowError:  # 0001-01-01T00:00:00+01:00 falls before year 1 in UTC
-        raise ValueError(f"The DateTime {value[:64]!r} is out of range in UTC.") from None
+        raise BadUserInput(f"The DateTime {value[:64]!r} is out of range in UTC.") from None
 
 
 DATETIME_SCALAR = strawberry.scalar(

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from graphql import build_schema
 from strawberry.printer import print_schema
 
 from graph import schema
@@ -163,3 +164,67 @@ async def test_fractional_dates_keep_milliseconds(db: Database) -> None:
     await db.messages.insert_one(message(tenant.instance_ids["sales"], timestamp=stamp))
     result = await _run(db, tenant.account_token, ["sales"])
     assert result.data["metrics"]["firstMessageAt"] == "2026-11-20T08:30:15.120Z"
+
+
+#: The SDL of issue 10 as written there, long lines wrapped (plus the types it refers to).
+ISSUE_10_SDL = """
+"A half-open interval [from, to)."
+input TimeRange { from: DateTime!  to: DateTime! }
+enum Interval { HOUR DAY WEEK MONTH }
+
+type Query {
+  metrics(instances: [String!], range: TimeRange): Metrics!
+  "One Metrics per distinct instance, in the order named (or by name when null)."
+  metricsByInstance(instances: [String!], range: TimeRange): [Metrics!]!
+  series(instances: [String!], range: TimeRange!, interval: Interval!,
+         timezone: String! = "UTC"): Series!
+  "The instances the token can see."
+  instances: [Instance!]!
+}
+type Series { instance: String!  instances: [String!]!  interval: Interval!  timezone: String!
+              points: [SeriesPoint!]! }
+type SeriesPoint {
+  start: DateTime!  end: DateTime!
+  totalMessages: Int!  messagesSent: Int!  messagesReceived: Int!
+  groupMessages: Int!  individualMessages: Int!  messagesWithMedia: Int!
+  messagesByType: [KeyCount!]!  messagesByStatus: [KeyCount!]!
+}
+type Instance { name: String!  ignoreGroupMessages: Boolean!  createdAt: DateTime
+                totalMessages: Int!  lastMessageAt: DateTime }
+type Mutation {
+  updateInstanceSettings(instance: String!, ignoreGroupMessages: Boolean!): Instance!
+}
+scalar DateTime
+type KeyCount { key: String!  count: Int! }
+type Metrics { instance: String! }
+"""
+
+
+def _fields(named: Any) -> dict[str, Any]:
+    """Each field (or input field) by name: its type, and its arguments with defaults."""
+    shape: dict[str, Any] = {}
+    for name, field in named.fields.items():
+        args = getattr(field, "args", {})
+        shape[name] = (
+            str(field.type),
+            [(arg, str(a.type), a.default_value) for arg, a in args.items()],
+        )
+    return shape
+
+
+def test_the_schema_has_the_sdl_of_issue_10() -> None:
+    wanted = build_schema(ISSUE_10_SDL)
+    ours = build_schema(print_schema(schema))
+    for name in ("TimeRange", "Series", "SeriesPoint", "Instance", "Mutation"):
+        assert _fields(ours.type_map[name]) == _fields(wanted.type_map[name]), name
+    ours_query, wanted_query = _fields(ours.type_map["Query"]), _fields(wanted.type_map["Query"])
+    assert {name: ours_query[name] for name in wanted_query} == wanted_query
+    assert set(ours_query) - set(wanted_query) == {"rateLimit"}
+    interval = ours.type_map["Interval"]
+    assert list(interval.values) == ["HOUR", "DAY", "WEEK", "MONTH"]
+    assert ours.type_map["TimeRange"].description == "A half-open interval [from, to)."
+    query = ours.type_map["Query"].fields
+    assert query["metricsByInstance"].description == (
+        "One Metrics per distinct instance, in the order named (or by name when null)."
+    )
+    assert query["instances"].description == "The instances the token can see."
