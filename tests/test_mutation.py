@@ -170,7 +170,9 @@ async def test_each_aliased_update_is_a_computation_past_the_mutation_cost(
 async def test_a_mutation_by_get_is_405_with_a_graphql_error(
     http: httpx.AsyncClient, acme: Tenant, db: Database
 ) -> None:
-    query = 'mutation { updateInstanceSettings(instance: "sales", ignoreGroupMessages: true) { name } }'
+    query = (
+        'mutation { updateInstanceSettings(instance: "sales", ignoreGroupMessages: true) { name } }'
+    )
     response = await http.get(
         "/graphql", params={"query": query}, headers={"token": acme.account_token}
     )
