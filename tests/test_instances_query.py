@@ -97,9 +97,14 @@ async def test_instances_need_a_valid_token(
         assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
 
 
-async def test_instances_cost_one_point(
+async def test_instances_cost_one_point_like_metrics(
     http: httpx.AsyncClient, acme: tuple[Tenant, list[dict[str, Any]]]
 ) -> None:
     tenant, _ = acme
-    body = await _instances(http, tenant.account_token)
-    assert body["extensions"]["cost"] == {"requested": 1, "remaining": 99, "limit": 100}
+    query = "{ instances { name } metrics { instances } }"
+    response = await http.post(
+        "/graphql", json={"query": query}, headers={"token": tenant.account_token}
+    )
+    body = response.json()
+    assert "errors" not in body, body
+    assert body["extensions"]["cost"] == {"requested": 2, "remaining": 98, "limit": 100}

@@ -139,11 +139,15 @@ async def test_a_mutation_needs_a_valid_token(http: httpx.AsyncClient, acme: Ten
     assert _code(await _update(http, "not-a-token", "sales", True)) == "UNAUTHENTICATED"
 
 
-@pytest.mark.parametrize("name", ["", "   ", "x" * 129])
+@pytest.mark.parametrize(
+    ("name", "why"), [("", "at least one"), ("   ", "at least one"), ("x" * 129, "128")]
+)
 async def test_an_empty_or_too_long_name_is_bad_user_input(
-    http: httpx.AsyncClient, acme: Tenant, name: str
+    http: httpx.AsyncClient, acme: Tenant, name: str, why: str
 ) -> None:
-    assert _code(await _update(http, acme.account_token, name, True)) == "BAD_USER_INPUT"
+    body = await _update(http, acme.account_token, name, True)
+    assert _code(body) == "BAD_USER_INPUT"
+    assert why in body["errors"][0]["message"]
 
 
 async def test_a_mutation_costs_the_mutation_cost(http: httpx.AsyncClient, acme: Tenant) -> None:

@@ -304,24 +304,32 @@ async def test_the_default_timezone_is_utc_and_a_week_starts_on_monday(
 
 
 @pytest.mark.parametrize(
-    ("start", "end"),
+    ("start", "end", "why"),
     [
-        ("2026-11-21T00:00:00", TO),  # no offset
-        (FROM, "2026-11-24"),  # a date alone
-        ("yesterday", TO),
-        ("0001-01-01T00:00:00+05:00", TO),  # before year 1 in UTC
-        (TO, FROM),  # from after to
+        ("2026-11-21T00:00:00", TO, "with a UTC offset"),  # no offset
+        (FROM, "2026-11-24", "with a UTC offset"),  # a date alone
+        ("yesterday", TO, "with a UTC offset"),
+        ("0001-01-01T00:00:00+05:00", TO, "out of range"),  # before year 1 in UTC
+        (TO, FROM, "`from` is after its `to`"),
     ],
 )
 async def test_a_bad_range_is_bad_user_input(
-    http: httpx.AsyncClient, acme: tuple[Tenant, list[dict[str, Any]]], start: str, end: str
+    http: httpx.AsyncClient,
+    acme: tuple[Tenant, list[dict[str, Any]]],
+    start: str,
+    end: str,
+    why: str,
 ) -> None:
     tenant, _ = acme
-    for query in (METRICS, BY_INSTANCE):
-        body = await _graphql(http, tenant.account_token, query, {"r": _range(start, end)})
-        assert _code(body) == "BAD_USER_INPUT", body
     series = {"r": _range(start, end), "n": "DAY", "z": "UTC"}
-    assert _code(await _graphql(http, tenant.account_token, SERIES, series)) == "BAD_USER_INPUT"
+    for query, variables in (
+        (METRICS, {"r": _range(start, end)}),
+        (BY_INSTANCE, {"r": _range(start, end)}),
+        (SERIES, series),
+    ):
+        body = await _graphql(http, tenant.account_token, query, variables)
+        assert _code(body) == "BAD_USER_INPUT", body
+        assert why in body["errors"][0]["message"], body
 
 
 async def test_a_date_without_offset_written_in_the_query_is_bad_user_input(
@@ -344,6 +352,7 @@ async def test_an_unknown_timezone_is_bad_user_input(
             http, tenant.account_token, SERIES, {"r": _range(), "n": "DAY", "z": zone}
         )
         assert _code(body) == "BAD_USER_INPUT", zone
+        assert body["errors"][0]["message"].startswith("Unknown timezone"), body
 
 
 async def test_more_than_a_thousand_points_is_bad_user_input_naming_the_limit(
