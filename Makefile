@@ -8,7 +8,7 @@ FULL_STAMP := $(VENV)/.installed-full
 AUDIT := tests/audit
 AUDIT_STAMP := $(AUDIT)/node_modules/.installed
 
-.PHONY: install install-serve audit-deps run test lint typecheck pytest schema bench clean
+.PHONY: install install-serve audit-deps run test lint typecheck pytest schema bench assets clean
 
 $(SERVE_STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,13 @@ schema: install  ## regenerate schema.graphql from the code
 
 bench: install  ## rollups vs full scan 1k-1M, throughput, consumer lag, build (BENCH_ARGS=--quick: 1k,10k)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# GraphiQL, React and Chart.js for the pages, re-vendored into graph/static/vendor/ from
+# scripts/assets/package-lock.json (needs npm; ASSETS_ARGS=--upgrade after editing
+# scripts/assets/package.json). The browser tests (tests/test_browser_*.py) need Debian's
+# chromium and chromium-driver: `apt-get install chromium chromium-driver`.
+assets:
+	$(PYTHON) scripts/vendor_assets.py $(ASSETS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
