@@ -3,13 +3,16 @@ counts, and what a mutation costs."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 import pytest
 
+from graph import Settings
 from resolvers import Database
-from tests.factories import Tenant, make_tenant, message
+from resolvers import metrics as metrics_module
+from tests.factories import Tenant, app_client, make_tenant, message
 
 MUTATION = """mutation ($i: String!, $v: Boolean!) {
   updateInstanceSettings(instance: $i, ignoreGroupMessages: $v) {
@@ -185,3 +188,31 @@ async def test_a_mutation_by_get_is_405_with_a_graphql_error(
     error = response.json()["errors"][0]
     assert error["extensions"]["code"] == "METHOD_NOT_ALLOWED"
     assert await _stored(db, acme.instance_ids["sales"]) is False
+
+
+async def _wait_ready(client: httpx.AsyncClient) -> str:
+    state = ""
+    for _ in range(300):
+        state = (await client.get("/health")).json()["checks"]["rollups"]["state"]
+        if state == "ready":
+            break
+        await asyncio.sleep(0.1)
+    return state
+
+
+async def test_the_rollups_count_with_the_new_setting_on_the_next_request(
+    settings: Settings, acme: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_scan(**_: Any) -> Any:
+        raise AssertionError("metrics scanned the messages instead of reading the rollups")
+
+    patient = settings.model_copy(update={"rollups_wait_ms": 10_000})  # a loaded machine
+    async with app_client(patient) as client:
+        assert await _wait_ready(client) == "ready"
+        monkeypatch.setattr(metrics_module, "build_metrics_pipeline", no_scan)
+        token = acme.account_token
+        assert await _total(client, token, "sales") == 3
+        await _update(client, token, "sales", True)
+        assert await _total(client, token, "sales") == 1
+        await _update(client, token, "sales", False)
+        assert await _total(client, token, "sales") == 3
