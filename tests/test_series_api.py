@@ -17,6 +17,7 @@ from bson import ObjectId
 
 from graph.rest import reshape
 from resolvers import Database
+from resolvers.rollups.service import RollupService
 from tests.factories import Tenant, make_tenant, message
 from tests.reference import KNOWN_STATUSES, KNOWN_TYPES, reference_metrics, reference_series
 
@@ -176,6 +177,41 @@ async def test_unique_counts_in_a_range_are_counted_when_selected_through_a_frag
     metrics = (await _data(http, tenant.account_token, query, {"r": _range()}))["metrics"]
     # chats 5511900000001, 2@ and g@g.us; contacts the two one-to-one chats and sender 7@
     assert metrics == {"uniqueChats": 3, "uniqueGroups": 1, "uniqueContacts": 3}
+
+
+@pytest.mark.parametrize(
+    ("selection", "unique"),
+    [
+        ("totalMessages uniqueChats: messagesSent", False),
+        ("totalMessages ...U", True),
+        ("... on Metrics { uniqueContacts }", True),
+    ],
+)
+async def test_distinct_counts_are_asked_for_only_when_selected(
+    http: httpx.AsyncClient,
+    acme: tuple[Tenant, list[dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch,
+    selection: str,
+    unique: bool,
+) -> None:
+    tenant, _ = acme
+    asked: list[tuple[str, bool]] = []
+    for method in ("metrics", "metrics_by_instance"):
+        real = getattr(RollupService, method)
+
+        async def spy(
+            self: RollupService, real: Any = real, method: str = method, **kwargs: Any
+        ) -> Any:
+            asked.append((method, kwargs["unique"]))
+            return await real(self, **kwargs)
+
+        monkeypatch.setattr(RollupService, method, spy)
+    fragment = "fragment U on Metrics { uniqueGroups }" if "...U" in selection else ""
+    query = f"""query ($r: TimeRange) {{ metrics(range: $r) {{ {selection} }}
+      metricsByInstance(range: $r) {{ {selection} }} }} {fragment}"""
+    await _data(http, tenant.account_token, query, {"r": _range()})
+    assert {"metrics", "metrics_by_instance"} == {method for method, _ in asked}
+    assert {flag for _, flag in asked} == {unique}
 
 
 async def test_an_empty_range_has_no_messages(
