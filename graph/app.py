@@ -25,12 +25,12 @@ from graph.errors import INTERNAL_CODE, code_for_status
 from graph.gate import Gate
 from graph.health import health, service_version
 from graph.logs import RequestLog, configure_logging
+from graph.pages import GraphQLWithGraphiQL, page_routes
 from graph.query import schema
 from graph.ratelimit import RateLimiter
 from graph.responses import InternalErrors, error_for_path
 from graph.rest import rest_routes
 from graph.settings import Settings
-from graph.view import MetricsGraphQL
 from resolvers import Database, Unavailable, ensure_indexes, open_client
 from resolvers.rollups.consumer import RollupConsumer
 from resolvers.rollups.service import RollupService
@@ -53,9 +53,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
         per_minute=settings.rate_limit_per_minute, storage_uri=settings.rate_limit_storage_uri
     )
     routes = [
-        Route(GRAPHQL_PATH, MetricsGraphQL(schema, graphql_ide="graphiql")),
+        Route(GRAPHQL_PATH, GraphQLWithGraphiQL(schema, graphql_ide="graphiql")),
         Route("/health", health, methods=["GET"]),
         *rest_routes(*REST_PREFIXES),
+        *page_routes(),
     ]
     middleware = [
         Middleware(RequestLog),
