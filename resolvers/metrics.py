@@ -20,6 +20,8 @@ from resolvers.pipeline import (
     MetricsResult,
     build_match,
     build_metrics_pipeline,
+    build_range_pipeline,
+    combine_metrics,
     empty_metrics,
     read_metrics,
 )
@@ -44,11 +46,24 @@ async def fetch_metrics(
     unique: bool = True,
 ) -> MetricsResult:
     """The metrics of ``instances`` summed, in one aggregation round trip (bounded by the
-    request's deadline; reported as ``Unavailable`` when it passes): over the messages
-    dated in ``range`` when given; ``unique`` False leaves the distinct counts at 0."""
-    if not instances or (range is not None and range.start >= range.end):
+    request's deadline; reported as ``Unavailable`` when it passes); ``unique`` False
+    leaves the distinct counts at 0. With ``range``, over the messages dated in it: one
+    aggregation per instance, each reading only its range on the instanceId + timestamp
+    index."""
+    if not instances:
         return empty_metrics()
-    pipeline = build_metrics_pipeline(instances=instances, now=now, range=range, unique=unique)
+    if range is not None:
+        parts = [
+            await _aggregate(
+                db, build_range_pipeline(instance=ref, now=now, range=range, unique=unique)
+            )
+            for ref in distinct_instances(instances)
+        ]
+        return combine_metrics(parts)
+    return await _aggregate(db, build_metrics_pipeline(instances=instances, now=now, unique=unique))
+
+
+async def _aggregate(db: Database, pipeline: list[dict[str, Any]]) -> MetricsResult:
     with translate_driver_errors():
         cursor = await db.messages.aggregate(pipeline)
         rows = await cursor.to_list()

@@ -32,6 +32,8 @@ __all__ = [
     "MetricsResult",
     "build_match",
     "build_metrics_pipeline",
+    "build_range_match",
+    "build_range_pipeline",
     "combine_metrics",
     "empty_metrics",
     "key_expression",
@@ -96,52 +98,79 @@ class MetricsResult:
 
 
 def build_metrics_pipeline(
+    *, instances: Sequence[InstanceRef], now: datetime, unique: bool = True
+) -> list[dict[str, Any]]:
+    """The aggregation on ``messages`` whose single result ``read_metrics`` understands;
+    ``unique`` False leaves the distinct counts out (they read 0)."""
+    return [
+        {"$match": build_match(instances=instances)},
+        _facets(now, counters=True, unique=unique),
+    ]
+
+
+def build_range_pipeline(
     *,
-    instances: Sequence[InstanceRef],
+    instance: InstanceRef,
     now: datetime,
-    range: TimeRange | None = None,
+    range: TimeRange,
+    counters: bool = True,
     unique: bool = True,
 ) -> list[dict[str, Any]]:
-    """The aggregation on ``messages`` whose single result ``read_metrics`` understands:
-    over the messages dated in ``range`` when given (None = all); ``unique`` False
-    leaves the distinct counts out (they read 0)."""
-    facets: dict[str, Any] = {
-        "totals": [{"$group": _totals(now)}],
-        "byType": _count_by(key_expression("$type")),
-        "byStatus": _count_by(key_expression("$status")),
-        "mediaByType": [
-            {"$match": {"$expr": HAS_MEDIA}},
-            *_count_by(key_expression("$media.type")),
-        ],
-    }
+    """``build_metrics_pipeline`` for one instance's messages dated in ``range``, on the
+    instanceId + timestamp index; ``counters`` False keeps only the distinct counts."""
+    facets = _facets(now, counters=counters, unique=unique)
+    return [*build_range_match(instance=instance, start=range.start, end=range.end), facets]
+
+
+def build_range_match(
+    *, instance: InstanceRef, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """The stages that keep the messages of ``instance`` dated in ``[start, end)``.
+
+    The first is an equality and a range alone, the only shape SecantusDB serves from
+    the index (an ``$in``, a ``$not`` or an ``$expr`` beside them scans the collection);
+    the second drops what such a query also matches: an array ``instanceId`` holding the
+    id or an array ``timestamp`` holding such a date, and ignored group messages."""
+    conditions: list[dict[str, Any]] = [{"$ne": [{"$type": "$instanceId"}, "array"]}, IS_DATED]
+    if instance.ignore_group_messages:
+        conditions.append({"$not": [IS_GROUP]})
+    return [
+        {"$match": {"instanceId": instance.id, "timestamp": {"$gte": start, "$lt": end}}},
+        {"$match": {"$expr": {"$and": conditions}}},
+    ]
+
+
+def _facets(now: datetime, *, counters: bool, unique: bool) -> dict[str, Any]:
+    facets: dict[str, Any] = {}
+    if counters:
+        facets.update(
+            totals=[{"$group": _totals(now)}],
+            byType=_count_by(key_expression("$type")),
+            byStatus=_count_by(key_expression("$status")),
+            mediaByType=[
+                {"$match": {"$expr": HAS_MEDIA}},
+                *_count_by(key_expression("$media.type")),
+            ],
+        )
     if unique:
         facets.update(
             uniqueChats=_distinct_per_instance("$chatId"),
             uniqueGroups=[{"$match": {"$expr": IS_GROUP}}, *_distinct_per_instance("$chatId")],
             uniqueContacts=_distinct_per_instance(_contact()),
         )
-    return [{"$match": build_match(instances=instances, range=range)}, {"$facet": facets}]
+    return {"$facet": facets}
 
 
-def build_match(
-    *, instances: Sequence[InstanceRef], range: TimeRange | None = None
-) -> dict[str, Any]:
-    """The ``$match`` of the messages that count for ``instances`` (dated in ``range``)."""
+def build_match(*, instances: Sequence[InstanceRef]) -> dict[str, Any]:
+    """The ``$match`` of the messages that count for ``instances``."""
     # A query on an array field matches its elements: without ``$not``, a document whose
     # instanceId is ``[id]`` would count for that instance. Only an ObjectId attributes.
     ids = [ref.id for ref in instances]
     match: dict[str, Any] = {"instanceId": {"$in": ids, "$not": {"$type": "array"}}}
-    conditions: list[dict[str, Any]] = []
-    if range is not None:
-        # the query also matches an array holding such a date: only a date is dated
-        match["timestamp"] = {"$gte": range.start, "$lt": range.end}
-        conditions.append(IS_DATED)
     ignoring = [ref.id for ref in instances if ref.ignore_group_messages]
     if ignoring:
         ignored = {"$and": [{"$in": ["$instanceId", ignoring]}, IS_GROUP]}
-        conditions.append({"$not": [ignored]})
-    if conditions:
-        match["$expr"] = conditions[0] if len(conditions) == 1 else {"$and": conditions}
+        match["$expr"] = {"$not": [ignored]}
     return match
 
 

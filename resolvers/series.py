@@ -25,10 +25,10 @@ from typing import Any
 from resolvers.instances import InstanceRef
 from resolvers.pipeline import (
     HAS_MEDIA,
-    IS_DATED,
     IS_GROUP,
     KNOWN_STATUSES,
     KNOWN_TYPES,
+    build_range_match,
     key_expression,
     order_counts,
 )
@@ -40,6 +40,7 @@ __all__ = [
     "ScanPlan",
     "Tally",
     "build_series_pipeline",
+    "nonzero",
     "plan_scans",
     "read_series",
     "to_points",
@@ -56,17 +57,20 @@ _MS = timedelta(milliseconds=1)
 
 @dataclass(slots=True)
 class Tally:
-    """Counts of some messages: ``counters`` (``COUNTERS``), ``types`` and ``statuses``."""
+    """Counts of some messages: ``counters`` (``COUNTERS``), ``types``, ``statuses`` and
+    ``media`` (types of media; the full scan of a series leaves them out)."""
 
     counters: Counter[str] = field(default_factory=Counter)
     types: Counter[str] = field(default_factory=Counter)
     statuses: Counter[str] = field(default_factory=Counter)
+    media: Counter[str] = field(default_factory=Counter)
 
     def add(self, other: Tally, *, sign: int = 1) -> None:
         for mine, theirs in (
             (self.counters, other.counters),
             (self.types, other.types),
             (self.statuses, other.statuses),
+            (self.media, other.media),
         ):
             for key, count in theirs.items():
                 mine[key] += sign * count
@@ -81,12 +85,13 @@ class Tally:
             group_messages=self.counters["g"],
             individual_messages=self.counters["i"],
             messages_with_media=self.counters["m"],
-            messages_by_type=order_counts(_nonzero(self.types), KNOWN_TYPES),
-            messages_by_status=order_counts(_nonzero(self.statuses), KNOWN_STATUSES),
+            messages_by_type=order_counts(nonzero(self.types), KNOWN_TYPES),
+            messages_by_status=order_counts(nonzero(self.statuses), KNOWN_STATUSES),
         )
 
 
-def _nonzero(counts: Counter[str]) -> dict[str, int]:
+def nonzero(counts: Counter[str]) -> dict[str, int]:
+    """``counts`` without the keys that sum to zero."""
     return {key: n for key, n in counts.items() if n}
 
 
@@ -157,18 +162,10 @@ def _millis(span: timedelta) -> int:
 def build_series_pipeline(*, instance: InstanceRef, plan: ScanPlan) -> list[dict[str, Any]]:
     """The messages of ``instance`` dated in the plan's span (on the instanceId +
     timestamp index; minus group messages when it ignores them), counted per group."""
-    conditions: list[dict[str, Any]] = [
-        {"$ne": [{"$type": "$instanceId"}, "array"]},
-        IS_DATED,
-    ]
-    if instance.ignore_group_messages:
-        conditions.append({"$not": [IS_GROUP]})
     since = {"$subtract": ["$timestamp", plan.origin]}
     key = {"$subtract": [since, {"$mod": [since, plan.width]}]}
-    query = {"instanceId": instance.id, "timestamp": {"$gte": plan.cuts[0], "$lt": plan.cuts[-1]}}
     return [
-        {"$match": query},
-        {"$match": {"$expr": {"$and": conditions}}},
+        *build_range_match(instance=instance, start=plan.cuts[0], end=plan.cuts[-1]),
         {
             "$project": {
                 "_id": 0,

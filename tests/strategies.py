@@ -114,3 +114,21 @@ def as_contract(result: MetricsResult) -> dict[str, Any]:
         "firstMessageAt": result.first_message_at,
         "lastMessageAt": result.last_message_at,
     }
+
+
+_MS = timedelta(milliseconds=1)
+
+
+def near(marks: list[Any]) -> st.SearchStrategy[Any]:
+    """One of ``marks``, or a millisecond either side of it."""
+    return st.sampled_from(marks).flatmap(
+        lambda mark: st.sampled_from([mark, mark, mark - _MS, mark + _MS])
+    )
+
+
+@st.composite
+def time_ranges(draw: st.DrawFn, marks: st.SearchStrategy[Any]) -> tuple[Any, Any]:
+    """``(from, to)`` with ``from <= to``, each end drawn from ``marks`` (sometimes the
+    two are equal: an empty range)."""
+    low, high = sorted([draw(marks), draw(marks)])
+    return (low, low) if draw(st.integers(0, 9)) == 0 else (low, high)

@@ -1,0 +1,463 @@
+"""Time ranges, series and instance summaries from the rollups.
+
+Each interval is a signed sum of buckets and short raw slices (``terms.py``). Per
+instance, the pieces of every interval a request needs are read together: one query per
+bucket level (a range on ``t`` where most buckets in the span are needed, else ``$in``
+in batches), and an index range scan per raw slice. So a series reads each bucket once,
+whatever the number of points it is shared by.
+
+What buckets cannot tell is read otherwise:
+
+- ``firstMessageAt``/``lastMessageAt`` within a range: the instance's own first/last
+  when it lies inside the range, else a drill from the month buckets through the finer
+  buckets' message counts (``n.<index>.<flag>``) to the first (last) quarter hour with
+  messages inside the range, whose messages are read raw;
+- unique counts within a range: the instance's all-time counts when the range holds
+  every message of the instance (from at or before its first, to after its last, and no
+  undated ones), else a distinct count over the range's raw messages (an aggregation on
+  the instanceId + timestamp index: it costs what the range holds).
+
+``ignoreGroupMessages`` is applied by reading flag ``o`` only, as in ``read.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from bson import ObjectId
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from resolvers.db import Database, translate_driver_errors
+from resolvers.instances import InstanceRef
+from resolvers.metrics import distinct_instances
+from resolvers.pipeline import (
+    KNOWN_MEDIA_TYPES,
+    KNOWN_STATUSES,
+    KNOWN_TYPES,
+    MetricsResult,
+    build_range_pipeline,
+    empty_metrics,
+    order_counts,
+    read_metrics,
+)
+from resolvers.rollups.contribution import FLAGS, Flag, contribution, dated, flag_of
+from resolvers.rollups.keys import EPOCH, Level, decode_key, to_millis
+from resolvers.rollups.read import WINDOWS
+from resolvers.rollups.store import BUCKETS, INSTANCES, find_by_ids, read_raw
+from resolvers.rollups.terms import Piece, Terms, interval_terms, series_terms
+from resolvers.series import Tally, nonzero
+from resolvers.timeranges import TimeRange
+
+__all__ = [
+    "InstanceCounts",
+    "read_instance_counts",
+    "read_range_metrics",
+    "read_series_tallies",
+]
+
+IN_BATCH = 50
+"""Bucket starts per ``$in`` (SecantusDB's cost grows with the square of the list)."""
+
+_MS = timedelta(milliseconds=1)
+_RAW_FIELDS = {
+    "_id": 0,
+    "instanceId": 1,
+    "timestamp": 1,
+    "isGroup": 1,
+    "fromMe": 1,
+    "type": 1,
+    "status": 1,
+    "media": 1,
+}
+_EXTREME_FIELDS = {"_id": 0, "instanceId": 1, "timestamp": 1, "isGroup": 1}
+_PARTS = {"_id": 0, "t": 1, "n": 1, "c.o.n": 1, "c.g.n": 1}
+
+
+def _flags(ref: InstanceRef) -> tuple[Flag, ...]:
+    return ("o",) if ref.ignore_group_messages else FLAGS
+
+
+# --- reading pieces -----------------------------------------------------------------
+
+
+async def read_pieces(
+    *,
+    db: Database,
+    instance: InstanceRef,
+    pieces: Iterable[Piece],
+    session: AsyncClientSession | None = None,
+) -> dict[Piece, Tally]:
+    """The counts of each piece (absent: no messages there), for the instance's flags."""
+    flags = _flags(instance)
+    by_level: dict[Level, dict[int, Piece]] = {}
+    raws: list[Piece] = []
+    for piece in pieces:
+        if piece.level is None:
+            raws.append(piece)
+        else:
+            by_level.setdefault(piece.level, {})[piece.start] = piece
+    found: dict[Piece, Tally] = {}
+    for level, starts in by_level.items():
+        docs = await _bucket_docs(db, instance.id, level, set(starts), flags, session)
+        for start, doc in docs.items():
+            found[starts[start]] = bucket_tally(doc, flags)
+    for piece in raws:
+        raw = await read_raw(
+            db=db,
+            instance=instance.id,
+            start=piece.start_time,
+            end=piece.end_time,
+            projection=_RAW_FIELDS,
+            session=session,
+        )
+        found[piece] = raw_tally(raw, flags)
+    return found
+
+
+async def _bucket_docs(
+    db: Database,
+    instance: ObjectId,
+    level: Level,
+    starts: set[int],
+    flags: tuple[Flag, ...],
+    session: AsyncClientSession | None,
+) -> dict[int, Mapping[str, Any]]:
+    """The bucket documents of ``level`` starting at ``starts``: one range query when
+    they are at least half the buckets of their span, else ``$in`` batches."""
+    ordered = sorted(starts)
+    projection = {"_id": 0, "t": 1, **{f"c.{flag}": 1 for flag in flags}}
+    queries: list[dict[str, Any]]
+    if len(ordered) * 2 >= _slots(ordered[0], ordered[-1], level):
+        last = _time(ordered[-1])
+        queries = [{"$gte": _time(ordered[0]), "$lte": last}]
+    else:
+        batches = [ordered[k : k + IN_BATCH] for k in range(0, len(ordered), IN_BATCH)]
+        queries = [{"$in": [_time(start) for start in batch]} for batch in batches]
+    docs: dict[int, Mapping[str, Any]] = {}
+    for condition in queries:
+        query = {"i": instance, "l": level.value, "t": condition}
+        async for doc in db[BUCKETS].find(query, projection, session=session):
+            start = to_millis(doc["t"])
+            if start in starts:
+                docs[start] = doc
+    return docs
+
+
+def _slots(low: int, high: int, level: Level) -> int:
+    """How many buckets of ``level`` start in ``[low, high]``."""
+    if level is Level.MONTH:
+        first, last = _time(low), _time(high)
+        return (last.year - first.year) * 12 + last.month - first.month + 1
+    return (high - low) // (level.width // _MS) + 1
+
+
+def _time(millis: int) -> datetime:
+    return EPOCH + millis * _MS
+
+
+def bucket_tally(doc: Mapping[str, Any], flags: tuple[Flag, ...]) -> Tally:
+    """The counts of a bucket document, for ``flags``."""
+    tally = Tally()
+    for flag in flags:
+        counters = _get(doc, f"c.{flag}") or {}
+        for name in ("n", "s", "r", "i", "m"):
+            tally.counters[name] += int(counters.get(name) or 0)
+        if flag == "g":
+            tally.counters["g"] += int(counters.get("n") or 0)
+        for field, target in (("t", tally.types), ("st", tally.statuses), ("mt", tally.media)):
+            for key, count in (counters.get(field) or {}).items():
+                target[decode_key(key)] += int(count)
+    return tally
+
+
+def raw_tally(docs: Iterable[Mapping[str, Any]], flags: tuple[Flag, ...]) -> Tally:
+    """The counts of raw messages (as the rollups count them), for ``flags``."""
+    tally = Tally()
+    for doc in docs:
+        part = contribution(doc)
+        if part is None or part.flag not in flags:
+            continue
+        if part.flag == "g":
+            tally.counters["g"] += 1
+        for name in part.counters:
+            kind, _, key = name.partition(".")
+            target = {"t": tally.types, "st": tally.statuses, "mt": tally.media}.get(kind)
+            if target is None:
+                tally.counters[name] += 1
+            else:
+                target[decode_key(key)] += 1
+    return tally
+
+
+def combine(terms: Terms, tallies: Mapping[Piece, Tally]) -> Tally:
+    """The counts of an interval: its pieces' counts with their signs."""
+    total = Tally()
+    for piece, sign in terms.items():
+        found = tallies.get(piece)
+        if found is not None:
+            total.add(found, sign=sign)
+    return total
+
+
+# --- series -------------------------------------------------------------------------
+
+
+async def read_series_tallies(
+    *,
+    db: Database,
+    instances: Sequence[InstanceRef],
+    cuts: Sequence[datetime],
+    top: Level = Level.DAY,
+    session: AsyncClientSession | None = None,
+) -> dict[ObjectId, list[Tally]]:
+    """Per distinct instance, the counts of each point ``[cuts[k], cuts[k + 1])``."""
+    terms = series_terms(cuts, top=top)
+    pieces = {piece for point in terms for piece in point}
+    found: dict[ObjectId, list[Tally]] = {}
+    with translate_driver_errors():
+        for ref in distinct_instances(instances):
+            tallies = await read_pieces(db=db, instance=ref, pieces=pieces, session=session)
+            found[ref.id] = [combine(point, tallies) for point in terms]
+    return found
+
+
+# --- metrics over a range -----------------------------------------------------------
+
+
+async def read_range_metrics(
+    *,
+    db: Database,
+    instances: Sequence[InstanceRef],
+    now: datetime,
+    range: TimeRange,
+    unique: bool = True,
+    session: AsyncClientSession | None = None,
+) -> dict[ObjectId, MetricsResult]:
+    """Per distinct instance, its metrics over the messages dated in ``range``."""
+    refs = distinct_instances(instances)
+    if not refs:
+        return {}
+    with translate_driver_errors():
+        found = find_by_ids(db[INSTANCES], [ref.id for ref in refs], session=session)
+        docs = {doc["_id"]: doc async for doc in found}
+        return {
+            ref.id: await _one_range(
+                db=db,
+                ref=ref,
+                doc=docs.get(ref.id, {}),
+                now=now,
+                range=range,
+                unique=unique,
+                session=session,
+            )
+            for ref in refs
+        }
+
+
+async def _one_range(
+    *,
+    db: Database,
+    ref: InstanceRef,
+    doc: Mapping[str, Any],
+    now: datetime,
+    range: TimeRange,
+    unique: bool,
+    session: AsyncClientSession | None,
+) -> MetricsResult:
+    if range.start >= range.end or not doc:
+        return empty_metrics()
+    flags = _flags(ref)
+    main = interval_terms(range.start, range.end)
+    windows = {
+        name: interval_terms(max(range.start, now - span), range.end)
+        for name, span in WINDOWS.items()
+    }
+    pieces = {piece for terms in (main, *windows.values()) for piece in terms}
+    tallies = await read_pieces(db=db, instance=ref, pieces=pieces, session=session)
+    total = combine(main, tallies)
+    first, last = await _extremes(db=db, ref=ref, doc=doc, range=range, session=session)
+    uniques = (0, 0, 0)
+    if unique and total.counters["n"]:
+        everything = sum(int(_get(doc, f"c.{flag}.n") or 0) for flag in flags)
+        if everything == total.counters["n"]:  # every message, none undated: all time
+            uniques = _stored_uniques(doc, flags)
+        else:
+            uniques = await _raw_uniques(db, ref, range, session)
+    return MetricsResult(
+        total_messages=total.counters["n"],
+        messages_sent=total.counters["s"],
+        messages_received=total.counters["r"],
+        group_messages=total.counters["g"],
+        individual_messages=total.counters["i"],
+        messages_with_media=total.counters["m"],
+        messages_last_7_days=combine(windows["messagesLast7Days"], tallies).counters["n"],
+        messages_last_30_days=combine(windows["messagesLast30Days"], tallies).counters["n"],
+        messages_by_type=order_counts(nonzero(total.types), KNOWN_TYPES),
+        media_by_type=order_counts(nonzero(total.media), KNOWN_MEDIA_TYPES),
+        messages_by_status=order_counts(nonzero(total.statuses), KNOWN_STATUSES),
+        unique_chats=uniques[0],
+        unique_groups=uniques[1],
+        unique_contacts=uniques[2],
+        first_message_at=first,
+        last_message_at=last,
+    )
+
+
+def _stored(doc: Mapping[str, Any], name: str, flags: tuple[Flag, ...]) -> list[datetime]:
+    return [moment for flag in flags if (moment := _get(doc, f"{name}.{flag}"))]
+
+
+def _stored_uniques(doc: Mapping[str, Any], flags: tuple[Flag, ...]) -> tuple[int, int, int]:
+    which = "o" if flags == ("o",) else "a"
+    chats, groups, contacts = (
+        int(_get(doc, f"u.{kind}.{which}") or 0) for kind in ("chat", "group", "contact")
+    )
+    return chats, groups, contacts
+
+
+async def _raw_uniques(
+    db: Database, ref: InstanceRef, range: TimeRange, session: AsyncClientSession | None
+) -> tuple[int, int, int]:
+    """Distinct chats, groups and contacts of the range's messages, counted raw."""
+    now = range.end  # the windows are not asked for
+    pipeline = build_range_pipeline(instance=ref, now=now, range=range, counters=False)
+    rows = await (await db.messages.aggregate(pipeline, session=session)).to_list()
+    result = read_metrics(rows[0] if rows else {})
+    return result.unique_chats, result.unique_groups, result.unique_contacts
+
+
+# --- first and last within a range --------------------------------------------------
+
+
+async def _extremes(
+    *,
+    db: Database,
+    ref: InstanceRef,
+    doc: Mapping[str, Any],
+    range: TimeRange,
+    session: AsyncClientSession | None,
+) -> tuple[datetime | None, datetime | None]:
+    flags = _flags(ref)
+    found: list[datetime | None] = []
+    for name, lowest in (("first", True), ("last", False)):
+        stored = _stored(doc, name, flags)
+        best = (min if lowest else max)(stored, default=None)
+        if best is None:
+            found.append(None)
+        elif best in range:
+            found.append(best)
+        elif (best < range.start) if lowest else (best >= range.end):
+            finder = _Extreme(db=db, instance=ref.id, flags=flags, lowest=lowest, session=session)
+            found.append(await finder.within(range.start, range.end))
+        else:  # the instance's first is after the range (its last before it)
+            found.append(None)
+    return found[0], found[1]
+
+
+@dataclass(frozen=True, slots=True)
+class _Extreme:
+    """The first (``lowest``) or last message of ``flags`` in an interval: the month
+    buckets overlapping it, then down through each bucket's counts of its finer buckets
+    to a quarter hour, whose messages inside the interval are read raw."""
+
+    db: Database
+    instance: ObjectId
+    flags: tuple[Flag, ...]
+    lowest: bool
+    session: AsyncClientSession | None
+
+    async def within(self, low: datetime, high: datetime) -> datetime | None:
+        first_month = _time(_month_start(to_millis(low)))
+        query = {"i": self.instance, "l": "m", "t": {"$gte": first_month, "$lt": high}}
+        months = await self.db[BUCKETS].find(query, _PARTS, session=self.session).to_list()
+        for month in sorted(months, key=lambda doc: doc["t"], reverse=not self.lowest):
+            found = await self._in_bucket(month, Level.MONTH, low, high)
+            if found is not None:
+                return found
+        return None
+
+    async def _in_bucket(
+        self, doc: Mapping[str, Any], level: Level, low: datetime, high: datetime
+    ) -> datetime | None:
+        finer = level.finer
+        assert finer is not None
+        start = doc["t"]
+        indexes = sorted((int(key) for key in doc.get("n") or {}), reverse=not self.lowest)
+        for index in indexes:
+            if not any(int(_get(doc, f"n.{index}.{flag}") or 0) for flag in self.flags):
+                continue
+            child = start + index * finer.width
+            child_end = child + finer.width
+            if child_end <= low or child >= high:
+                continue
+            if finer is Level.QUARTER:
+                found = await self._raw(max(child, low), min(child_end, high))
+            else:
+                found = await self._in_child(child, finer, max(child, low), min(child_end, high))
+            if found is not None:
+                return found
+        return None
+
+    async def _in_child(
+        self, start: datetime, level: Level, low: datetime, high: datetime
+    ) -> datetime | None:
+        query = {"i": self.instance, "l": level.value, "t": start}
+        doc = await self.db[BUCKETS].find_one(query, _PARTS, session=self.session)
+        return None if doc is None else await self._in_bucket(doc, level, low, high)
+
+    async def _raw(self, low: datetime, high: datetime) -> datetime | None:
+        docs = await read_raw(
+            db=self.db,
+            instance=self.instance,
+            start=low,
+            end=high,
+            projection=_EXTREME_FIELDS,
+            session=self.session,
+        )
+        times = [moment for doc in docs if flag_of(doc) in self.flags and (moment := dated(doc))]
+        return (min if self.lowest else max)(times, default=None)
+
+
+def _month_start(millis: int) -> int:
+    moment = _time(millis)
+    return to_millis(moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0))
+
+
+# --- instance summaries -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceCounts:
+    total_messages: int
+    last_message_at: datetime | None
+
+
+async def read_instance_counts(
+    *,
+    db: Database,
+    instances: Sequence[InstanceRef],
+    session: AsyncClientSession | None = None,
+) -> dict[ObjectId, InstanceCounts]:
+    """Each instance's message count and last dated message, from its rollup document."""
+    refs = distinct_instances(instances)
+    with translate_driver_errors():
+        found = find_by_ids(db[INSTANCES], [ref.id for ref in refs], session=session)
+        docs = {doc["_id"]: doc async for doc in found}
+    counts = {}
+    for ref in refs:
+        doc, flags = docs.get(ref.id, {}), _flags(ref)
+        total = sum(int(_get(doc, f"c.{flag}.n") or 0) for flag in flags)
+        counts[ref.id] = InstanceCounts(total, max(_stored(doc, "last", flags), default=None))
+    return counts
+
+
+def _get(doc: Mapping[str, Any], path: str) -> Any:
+    value: Any = doc
+    for part in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value

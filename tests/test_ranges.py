@@ -1,0 +1,145 @@
+"""Metrics over a time range: the full scan and the rollups both equal the plain-Python
+reference, every field, one and several instances, ignoreGroupMessages either way."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bson import ObjectId
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from resolvers import Database, InstanceRef, fetch_metrics
+from resolvers.metrics import distinct_instances
+from resolvers.pipeline import combine_metrics
+from resolvers.rollups import build_rollups, drop_rollups
+from resolvers.rollups.keys import Level, ceil_to, floor_to
+from resolvers.rollups.ranges import read_range_metrics
+from resolvers.timeranges import TimeRange
+from tests.factories import NOW
+from tests.reference import reference_metrics
+from tests.strategies import INSTANCE_IDS, as_contract, messages, near, selections, time_ranges
+
+_MS = timedelta(milliseconds=1)
+
+
+def _settings(examples: int) -> settings:
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+
+
+def _edges_around(moment: datetime) -> list[datetime]:
+    """``moment`` and the bucket boundaries of every level around it."""
+    found = [moment]
+    for level in Level:
+        start = floor_to(moment, level)
+        found += [start, ceil_to(start + _MS, level)]
+    return found
+
+
+_ANCHORS = [
+    NOW,
+    NOW - timedelta(days=7),
+    NOW - timedelta(days=30),
+    datetime(2026, 11, 1, tzinfo=UTC),
+]
+_MARKS = sorted({edge for anchor in _ANCHORS for edge in _edges_around(anchor)})
+_anywhere = st.integers(-45 * 86_400_000, 2 * 86_400_000).map(lambda ms: NOW + ms * _MS)
+# ends on and beside bucket edges, the window cutoffs and the messages, or anywhere
+_dates = st.one_of(near(_MARKS), near(_MARKS), _anywhere)
+_range_ends = st.one_of(near(_MARKS), _anywhere)
+
+
+def _refs(selection: list[tuple[ObjectId, bool]]) -> list[list[InstanceRef]]:
+    """The selection as requested together, and each of its instances alone."""
+    settings_by_id = dict(reversed(selection))  # the first mention wins, as in the database
+    together = [
+        InstanceRef(id=i, name=str(i), ignore_group_messages=settings_by_id[i])
+        for i in dict.fromkeys(i for i, _ in selection)
+    ]
+    return [together, *([ref] for ref in together)]
+
+
+async def _from_rollups(
+    db: Database, refs: list[InstanceRef], *, now: datetime, range: TimeRange
+) -> Any:
+    found = await read_range_metrics(db=db, instances=refs, now=now, range=range)
+    return combine_metrics([found[ref.id] for ref in distinct_instances(refs)])
+
+
+async def _load(db: Database, docs: list[dict[str, Any]]) -> None:
+    await db.messages.delete_many({})
+    await drop_rollups(db=db)
+    if docs:
+        await db.messages.insert_many([dict(doc) for doc in docs])
+    await build_rollups(db=db)
+
+
+@_settings(60)
+@given(data=st.data(), selection=selections)
+async def test_metrics_over_a_range_equal_the_reference(
+    db: Database, data: st.DataObject, selection: list[tuple[ObjectId, bool]]
+) -> None:
+    docs = data.draw(st.lists(messages(dates=_dates), max_size=30), label="docs")
+    dated = [doc["timestamp"] for doc in docs if isinstance(doc.get("timestamp"), datetime)]
+    ends = st.one_of(_range_ends, near(dated)) if dated else _range_ends
+    low, high = data.draw(time_ranges(ends), label="range")
+    now = data.draw(st.sampled_from([NOW, NOW + timedelta(days=3), high]), label="now")
+    await _load(db, docs)
+
+    for refs in _refs(selection):
+        expected = reference_metrics(
+            docs,
+            instances=[(ref.id, ref.ignore_group_messages) for ref in refs],
+            now=now,
+            range=(low, high),
+        )
+        span = TimeRange(low, high)
+        scanned = await fetch_metrics(db=db, instances=refs, now=now, range=span)
+        assert as_contract(scanned) == expected, "full scan"
+        rolled = await _from_rollups(db, refs, now=now, range=span)
+        assert as_contract(rolled) == expected, "rollups"
+
+
+async def test_a_range_holding_every_message_takes_the_stored_unique_counts(db: Database) -> None:
+    a = INSTANCE_IDS[0]
+    docs = [
+        {"instanceId": a, "chatId": "x@s.whatsapp.net", "isGroup": False, "timestamp": NOW},
+        {"instanceId": a, "chatId": "g@g.us", "isGroup": True, "timestamp": NOW + _MS},
+        {"instanceId": a, "chatId": "y@s.whatsapp.net", "isGroup": False},  # undated
+    ]
+    await _load(db, docs)
+    ref = InstanceRef(id=a, name="a", ignore_group_messages=False)
+    everything = TimeRange(NOW - timedelta(days=1), NOW + timedelta(days=1))
+
+    got = await _from_rollups(db, [ref], now=NOW, range=everything)
+    assert (got.total_messages, got.unique_chats, got.unique_groups) == (2, 2, 1)
+    await db.messages.delete_one({"chatId": "y@s.whatsapp.net"})
+    await build_rollups(db=db)
+    got = await _from_rollups(db, [ref], now=NOW, range=everything)
+    assert (got.total_messages, got.unique_chats, got.unique_contacts) == (2, 2, 1)
+
+
+async def test_first_and_last_inside_a_range_are_found_by_drilling_down(db: Database) -> None:
+    a = INSTANCE_IDS[0]
+    times = [
+        datetime(2026, 9, 30, 23, 59, 59, 999_000, tzinfo=UTC),
+        datetime(2026, 10, 1, 0, 0, 0, 1000, tzinfo=UTC),
+        datetime(2026, 10, 14, 6, 7, tzinfo=UTC),
+        datetime(2026, 10, 14, 6, 7, 1, tzinfo=UTC),
+        datetime(2026, 11, 2, tzinfo=UTC),
+    ]
+    await _load(db, [{"instanceId": a, "timestamp": moment, "isGroup": False} for moment in times])
+    ref = InstanceRef(id=a, name="a", ignore_group_messages=False)
+
+    for (low, high), expected in [
+        ((times[0] + _MS, times[4]), (times[1], times[3])),
+        ((datetime(2026, 10, 14, 6, 7, tzinfo=UTC), times[3]), (times[2], times[2])),
+        ((times[1] + _MS, times[2]), (None, None)),
+    ]:
+        got = await _from_rollups(db, [ref], now=NOW, range=TimeRange(low, high))
+        assert (got.first_message_at, got.last_message_at) == expected, (low, high)
