@@ -32,7 +32,7 @@ from graph.responses import InternalErrors, error_for_path
 from graph.rest import rest_routes
 from graph.settings import Settings
 from resolvers import Database, Unavailable, ensure_indexes, open_client
-from resolvers.rollups.consumer import RollupConsumer
+from resolvers.rollups.source import RollupSource, reconcile_period
 from resolvers.rollups.service import RollupService
 
 __all__ = ["GRAPHQL_PATH", "REST_PREFIXES", "create_app"]
@@ -103,7 +103,15 @@ def _lifespan(settings: Settings, uri: str, clock: Clock) -> Any:
             indexes = asyncio.create_task(_ensure_indexes_eventually(db))
             rollups = RollupService(
                 db=db,
-                consumer=RollupConsumer(db=db) if settings.rollups else None,
+                consumer=(
+                    RollupSource(
+                        db=db,
+                        source=settings.rollups_source,
+                        reconcile_every=reconcile_period(settings.rollups_reconcile_minutes),
+                    )
+                    if settings.rollups
+                    else None
+                ),
                 wait_s=settings.rollups_wait_ms / 1000,
             )
             rollups.start()

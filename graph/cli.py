@@ -122,7 +122,10 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
                 lambda db: seed_demo(db=db, now=_now(), messages=settings.demo_messages),
             )
             _print_demo(tokens)
-        app = create_app(settings.model_copy(update={"mongodb_uri": target.uri}))
+        served: dict[str, object] = {"mongodb_uri": target.uri}
+        if target.embedded and settings.rollups_reconcile_minutes is None:
+            served["rollups_reconcile_minutes"] = 0  # unset: no reconcile on the embedded one
+        app = create_app(settings.model_copy(update=served))
         click.echo(f"GraphiQL: http://{settings.host}:{settings.port}/graphql")
         # uvicorn re-raises SIGTERM once it has shut down; make that unwind this block so
         # the embedded database is stopped too, instead of the process dying on the spot.

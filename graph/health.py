@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 
 from resolvers import Database, MetricsError
 from resolvers.rollups.service import RollupService
+from resolvers.rollups.source import source_fields
 
 __all__ = ["DB_CHECK_TIMEOUT_S", "health", "service_version"]
 
@@ -46,7 +47,7 @@ async def _check_rollups(rollups: RollupService) -> dict[str, object]:
     answered exactly by the full scan, so the service stays healthy."""
     try:
         with pymongo.timeout(DB_CHECK_TIMEOUT_S):
-            return (await rollups.health()).as_dict()
+            return {**(await rollups.health()).as_dict(), **source_fields(rollups.consumer)}
     except MetricsError as exc:
         return {"state": "unknown", "error": exc.message}
 

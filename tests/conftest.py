@@ -13,6 +13,7 @@ from graph import Settings
 from graph.embedded import EmbeddedDatabase
 from resolvers import Database, ensure_indexes, open_client
 from tests.factories import app_client
+from tests.standalone import standalone_server
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +25,13 @@ def mongodb_uri() -> Iterator[str]:
         return
     with EmbeddedDatabase(data_dir=None) as server:
         yield server.uri
+
+
+@pytest.fixture(scope="session")
+def standalone_uri() -> Iterator[str]:
+    """A database without change streams (SecantusDB ``--standalone``): the watermark's."""
+    with standalone_server() as uri:
+        yield uri
 
 
 @pytest.fixture

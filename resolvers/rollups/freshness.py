@@ -10,6 +10,13 @@ Past the wait, or for an instance still building, the answer comes from the full
 A rebuild drops the rollups; it also bumps ``rollup_state.generation``. Read the rollups
 in a transaction (one snapshot) and call ``confirm`` in it: only instances of the same
 generation that are still built are safe to answer from what that snapshot holds.
+
+Without a change stream (``watermark.py``) there is no cluster time to compare: the
+request's moment is the wall clock, and the rollups answer for an instance when the
+watermark has passed it (the leader polls at once when asked; another process waits for
+``rollup_state.watermark``) and no batch is half written to it (``rollup_state.seq`` odd
+with the instance in ``dirty``). Without a transaction around the reads, ``confirm`` also
+asks that no batch was written at all since ``check_freshness``.
 """
 
 from __future__ import annotations
@@ -18,13 +25,21 @@ import asyncio
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 
 from bson import ObjectId, Timestamp
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from resolvers.db import Database
 from resolvers.rollups.consumer import RollupConsumer
+from resolvers.rollups.source import RollupSource
 from resolvers.rollups.state import RollupState, read_state
+from resolvers.rollups.watermark import (
+    SOURCE,
+    WatermarkFollower,
+    WatermarkState,
+    read_watermark_state,
+)
 
 __all__ = ["Freshness", "check_freshness", "confirm"]
 
@@ -41,6 +56,10 @@ class Freshness:
     reason: str | None
     """Why some instances fall back (None when none does)."""
     generation: int = 0
+    watermark: datetime | None = None
+    """The watermark that vouched (watermark mode only)."""
+    seq: int | None = None
+    """``rollup_state.seq`` when it vouched (watermark mode only)."""
 
     @property
     def all_usable(self) -> bool:
@@ -59,6 +78,10 @@ async def check_freshness(
     seconds for the consumer to reach the request's cluster time. ``consumer`` is this
     process's consumer, if any (it only helps while it holds the lease)."""
     asked = frozenset(instances)
+    if isinstance(consumer, RollupSource) and consumer.mode != "change-stream":
+        if consumer.mode is None:
+            return _scan(asked, None, "the rollups' source is not known yet", None)
+        return await _by_watermark(db, asked, consumer.watermark, wait=wait, poll=poll)
     state, now = await _state_and_time(db)
     if state is None or now is None:
         return _scan(asked, now, "the rollups have not been built yet", state)
@@ -81,7 +104,56 @@ async def confirm(
     state = await read_state(db=db, session=session)
     if state is None or state.generation != freshness.generation:
         return frozenset()
-    return state.ready_instances(freshness.usable)
+    ready = state.ready_instances(freshness.usable)
+    if freshness.seq is None:
+        return ready
+    extras = await read_watermark_state(db=db, session=session)
+    if extras is None or extras.source != SOURCE:
+        return frozenset()
+    snapshot = session is not None and session.in_transaction
+    if not snapshot and extras.seq != freshness.seq:
+        return frozenset()
+    return extras.consistent(ready)
+
+
+async def _by_watermark(
+    db: Database,
+    asked: frozenset[ObjectId],
+    follower: WatermarkFollower,
+    *,
+    wait: float,
+    poll: float,
+) -> Freshness:
+    """The watermark's answer: ``asked`` usable once the watermark passes now."""
+    now = follower.now()
+    deadline = time.monotonic() + wait
+    if follower.leading and not await follower.position.wait_for(now, timeout=wait):
+        return _scan(asked, None, "the rollups' watermark is behind", None)
+    while True:
+        state = await read_state(db=db)
+        extras = await read_watermark_state(db=db)
+        if state is None or extras is None or extras.source != SOURCE:
+            return _scan(asked, None, "the rollups have not been built yet", state)
+        if (extras.watermark is not None and extras.watermark >= now) or follower.leading:
+            return _watermark_verdict(asked, state, extras)
+        if time.monotonic() >= deadline:
+            return _scan(asked, None, "the rollups' watermark is behind", state)
+        await asyncio.sleep(poll)
+
+
+def _watermark_verdict(
+    asked: frozenset[ObjectId], state: RollupState, extras: WatermarkState
+) -> Freshness:
+    usable = extras.consistent(state.ready_instances(asked))
+    fallback = asked - usable
+    reason = None
+    if fallback:
+        reason = (
+            "a batch is being written" if extras.writing else f"building ({state.percent():.1f}%)"
+        )
+    return Freshness(
+        None, usable, fallback, reason, state.generation, watermark=extras.watermark, seq=extras.seq
+    )
 
 
 async def _state_and_time(db: Database) -> tuple[RollupState | None, Timestamp | None]:
