@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import closing
 from pathlib import Path
@@ -20,12 +23,15 @@ from pymongo.errors import PyMongoError
 __all__ = [
     "EmbeddedDatabase",
     "EmbeddedDatabaseError",
+    "describe_exit",
     "free_port",
     "is_reachable",
     "stop_process",
 ]
 
 EXECUTABLE = "secantusd-py"
+
+_log = logging.getLogger(__name__)
 
 
 class EmbeddedDatabaseError(RuntimeError):
@@ -65,6 +71,17 @@ def stop_process(process: subprocess.Popen[bytes], *, grace: float = 15.0) -> No
         process.wait()
 
 
+def describe_exit(code: int) -> str:
+    """How the embedded database ended, from its exit status (negative: a signal)."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"embedded database was killed by {name} (exit code {code})"
+    return f"embedded database exited with code {code}"
+
+
 def _executable() -> str:
     beside_python = Path(sys.executable).with_name(EXECUTABLE)
     found = str(beside_python) if beside_python.exists() else shutil.which(EXECUTABLE)
@@ -88,6 +105,8 @@ class EmbeddedDatabase:
         self.startup_timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        #: Why the server is gone when it ended on its own while watched; else None.
+        self.exit_reason: str | None = None
 
     @property
     def uri(self) -> str:
@@ -127,6 +146,30 @@ class EmbeddedDatabase:
             f"{EXECUTABLE} did not answer within {self.startup_timeout:.0f}s"
         )
 
+    def watch(self) -> None:
+        """Reap the server in the background if it ends on its own (no zombie is left),
+        log why, and keep it in ``exit_reason``. ``stop()`` ends it quietly."""
+        process = self._process
+        if process is None:
+            return
+        threading.Thread(
+            target=self._reap, args=(process,), name="embedded-db-reaper", daemon=True
+        ).start()
+
+    def _reap(self, process: subprocess.Popen[bytes]) -> None:
+        code = process.wait()
+        if self._process is not process:  # stopped on purpose
+            return
+        self.exit_reason = describe_exit(code)
+        tail = self._log_tail(500).strip()
+        _log.error(
+            "%s; requests fail until a database answers on port %d again "
+            "(`message-metrics embedded-db` starts one)",
+            self.exit_reason,
+            self.port,
+            extra={"output": tail} if tail else {},
+        )
+
     def wait(self) -> int:
         """Block until the server exits; its exit code."""
         if self._process is None:
@@ -134,10 +177,14 @@ class EmbeddedDatabase:
         return self._process.wait()
 
     def _log_tail(self, size: int = 2000) -> str:
-        if self._log is None:
+        log = self._log
+        if log is None:
             return ""
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")[-size:]
+        try:
+            log.seek(0)
+            return log.read().decode(errors="replace")[-size:]
+        except (OSError, ValueError):  # closed by stop() meanwhile
+            return ""
 
     def stop(self) -> None:
         process, self._process = self._process, None

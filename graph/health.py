@@ -10,6 +10,7 @@ from pymongo.errors import PyMongoError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from graph.embedded import EmbeddedDatabase
 from resolvers import Database, MetricsError
 from resolvers.rollups.service import RollupService
 from resolvers.rollups.source import source_fields
@@ -30,6 +31,8 @@ async def health(request: Request) -> JSONResponse:
     """200 ``ok`` when the database answers ``ping`` within a second, else 503 ``degraded``."""
     state = request.state
     reason = await _check_db(state.db)
+    if reason is not None:
+        reason = _embedded_exit(request) or reason
     body = {
         "status": "ok" if reason is None else "degraded",
         "checks": {
@@ -50,6 +53,12 @@ async def _check_rollups(rollups: RollupService) -> dict[str, object]:
             return {**(await rollups.health()).as_dict(), **source_fields(rollups.consumer)}
     except MetricsError as exc:
         return {"state": "unknown", "error": exc.message}
+
+
+def _embedded_exit(request: Request) -> str | None:
+    """Why the embedded database that ``serve`` started ended, if it ended on its own."""
+    embedded = getattr(request.app.state, "embedded", None)
+    return embedded.exit_reason if isinstance(embedded, EmbeddedDatabase) else None
 
 
 async def _check_db(db: Database) -> str | None:
