@@ -15,12 +15,17 @@ from resolvers.instances import MAX_NAME_LENGTH, ignores_group_messages
 from resolvers.tokens import hash_token, new_token
 
 __all__ = [
+    "AccountInfo",
     "Created",
     "InstanceInfo",
+    "Rotated",
     "create_account",
     "create_instance",
     "find_account",
+    "insert_account",
+    "list_accounts",
     "list_instances",
+    "rotate",
     "rotate_token",
     "set_ignore_group_messages",
 ]
@@ -43,13 +48,71 @@ class InstanceInfo:
     ignore_group_messages: bool
 
 
+@dataclass(frozen=True, slots=True)
+class AccountInfo:
+    """What an operator may see of an account: never its token or hash."""
+
+    id: ObjectId
+    name: str
+    instances: int
+    created_at: datetime | None
+    demo: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Rotated:
+    """A new token; ``instance`` None means the account's own token."""
+
+    account: str
+    instance: str | None
+    token: str
+    demo: bool
+
+
 async def create_account(*, db: Database, name: str, now: datetime) -> Created:
+    """A new account; refused when an account already has this name, since names are how
+    operators pick accounts (``--account Acme``)."""
     name = _check_name(name, what="account")
+    with translate_driver_errors():
+        taken = await db.accounts.find_one({"name": name}, {"_id": 1})
+    if taken is not None:
+        raise BadUserInput(f'An account named "{name}" already exists (id {taken["_id"]}).')
+    return await insert_account(db=db, name=name, now=now)
+
+
+async def insert_account(
+    *, db: Database, name: str, now: datetime, extra: dict[str, Any] | None = None
+) -> Created:
+    """Insert an account with a fresh token, no questions asked (``extra`` fields too)."""
     token = new_token()
-    doc = {"name": name, "tokenHash": hash_token(token), "createdAt": now}
+    doc = {"name": name, "tokenHash": hash_token(token), "createdAt": now, **(extra or {})}
     with translate_driver_errors():
         result = await db.accounts.insert_one(doc)
     return Created(id=result.inserted_id, name=name, token=token)
+
+
+async def list_accounts(*, db: Database) -> list[AccountInfo]:
+    """Every account by name, with how many instances it has."""
+    with translate_driver_errors():
+        counts = {
+            row["_id"]: row["n"]
+            async for row in await db.instances.aggregate(
+                [{"$group": {"_id": "$accountId", "n": {"$sum": 1}}}]
+            )
+        }
+        docs = (
+            await db.accounts.find({}, {"tokenHash": 0}).sort([("name", 1), ("_id", 1)]).to_list()
+        )
+    return [
+        AccountInfo(
+            id=doc["_id"],
+            name=doc["name"],
+            instances=counts.get(doc["_id"], 0),
+            created_at=doc.get("createdAt"),
+            demo=bool(doc.get("demo")),
+        )
+        for doc in docs
+    ]
 
 
 async def find_account(*, db: Database, ref: str) -> dict[str, Any]:
@@ -112,6 +175,25 @@ async def set_ignore_group_messages(
     if doc is None:
         raise NotFound(f'Account "{owner["name"]}" has no instance "{name}".')
     return _info(doc)
+
+
+async def rotate(*, db: Database, account: str, instance: str | None) -> Rotated:
+    """A new token for the account (``instance`` None) or one of its instances; the old
+    token stops working at once (only the new hash is stored)."""
+    owner = await find_account(db=db, ref=account)
+    if instance is None:
+        token = await rotate_token(db=db, collection="accounts", id=owner["_id"])
+    else:
+        with translate_driver_errors():
+            found = await db.instances.find_one(
+                {"accountId": owner["_id"], "name": instance}, {"_id": 1}
+            )
+        if found is None:
+            raise NotFound(f'Account "{owner["name"]}" has no instance "{instance}".')
+        token = await rotate_token(db=db, collection="instances", id=found["_id"])
+    return Rotated(
+        account=owner["name"], instance=instance, token=token, demo=bool(owner.get("demo"))
+    )
 
 
 async def rotate_token(*, db: Database, collection: str, id: ObjectId) -> str:

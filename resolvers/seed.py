@@ -10,10 +10,18 @@ from typing import Any
 
 from bson import ObjectId
 
-from resolvers.admin import Created, create_account, create_instance, rotate_token
+from resolvers.admin import Created, create_instance, insert_account, rotate_token
 from resolvers.db import Database, translate_driver_errors
+from resolvers.tokens import hash_token
 
-__all__ = ["DemoTokens", "generate_messages", "seed_demo", "seed_messages"]
+__all__ = [
+    "DEMO_NAME",
+    "DemoTokens",
+    "add_messages",
+    "generate_messages",
+    "seed_demo",
+    "seed_messages",
+]
 
 _TYPES = {
     "text": 60,
@@ -37,12 +45,15 @@ _MIMETYPES = {
 }
 _SENT_STATUSES = {"read": 55, "delivered": 25, "sent": 10, "played": 5, "pending": 3, "failed": 2}
 _RECEIVED_STATUSES = {"read": 85, "delivered": 15}
+DEMO_NAME = "Demo Company"
 _DEMO_INSTANCES = (("sales", False), ("support", True), ("marketing", False))
 _BATCH = 5_000
 
 
 @dataclass(frozen=True, slots=True)
 class DemoTokens:
+    """The demo account's token and its instances' tokens, by instance name."""
+
     account: str
     instances: dict[str, str]
 
@@ -140,6 +151,28 @@ async def seed_messages(
     return missing
 
 
+async def add_messages(
+    *,
+    db: Database,
+    instance_id: ObjectId,
+    count: int,
+    days: int,
+    now: datetime,
+    progress: Callable[[int], None] = lambda _: None,
+) -> int:
+    """Add ``count`` more messages to the instance, whatever it holds; return ``count``."""
+    with translate_driver_errors():
+        existing = await db.messages.count_documents({"instanceId": instance_id})
+    return await seed_messages(
+        db=db,
+        instance_id=instance_id,
+        count=existing + count,
+        days=days,
+        now=now,
+        progress=progress,
+    )
+
+
 async def _insert(
     db: Database, batch: list[dict[str, Any]], progress: Callable[[int], None]
 ) -> None:
@@ -148,27 +181,51 @@ async def _insert(
     progress(len(batch))
 
 
-async def seed_demo(*, db: Database, now: datetime, messages: int) -> DemoTokens:
-    """Create the demo account and its instances on first use; on every later call give
-    them fresh tokens (only hashes are stored, so old ones cannot be shown again)."""
+async def seed_demo(
+    *, db: Database, now: datetime, messages: int, known: DemoTokens | None, renew: bool = False
+) -> DemoTokens | None:
+    """The demo account's tokens, the account and its instances created on first use.
+
+    Only hashes are stored, so a token can be shown again only when the caller kept it:
+    a ``known`` token that still matches its hash is kept; one missing from ``known`` or
+    stale is replaced. ``renew`` replaces every token. With ``known`` None and no
+    ``renew``, an existing demo is left alone and None returned (nothing to show).
+    """
     with translate_driver_errors():
         account = await db.accounts.find_one({"demo": True})
     if account is None:
         return await _create_demo(db=db, now=now, messages=messages)
-    account_token = await rotate_token(db=db, collection="accounts", id=account["_id"])
+    if known is None and not renew:
+        return None
+    kept = None if renew else known
+    account_token = await _keep_or_rotate(
+        db=db, collection="accounts", doc=account, token=kept.account if kept else None
+    )
     with translate_driver_errors():
-        instances = await db.instances.find({"accountId": account["_id"]}).to_list()
+        instances = await db.instances.find({"accountId": account["_id"]}).sort("_id").to_list()
     tokens = {
-        doc["name"]: await rotate_token(db=db, collection="instances", id=doc["_id"])
+        doc["name"]: await _keep_or_rotate(
+            db=db,
+            collection="instances",
+            doc=doc,
+            token=kept.instances.get(doc["name"]) if kept else None,
+        )
         for doc in instances
     }
     return DemoTokens(account=account_token, instances=tokens)
 
 
+async def _keep_or_rotate(
+    *, db: Database, collection: str, doc: dict[str, Any], token: str | None
+) -> str:
+    """``token`` while it still opens ``doc``; else a new one."""
+    if token is not None and doc.get("tokenHash") == hash_token(token):
+        return token
+    return await rotate_token(db=db, collection=collection, id=doc["_id"])
+
+
 async def _create_demo(*, db: Database, now: datetime, messages: int) -> DemoTokens:
-    account = await create_account(db=db, name="Demo Company", now=now)
-    with translate_driver_errors():
-        await db.accounts.update_one({"_id": account.id}, {"$set": {"demo": True}})
+    account = await insert_account(db=db, name=DEMO_NAME, now=now, extra={"demo": True})
     tokens: dict[str, str] = {}
     for index, (name, ignore) in enumerate(_DEMO_INSTANCES):
         instance: Created = await create_instance(

@@ -67,6 +67,69 @@ def test_instances_create_under_an_account_by_name(cli: Any, store: Any) -> None
     assert instance["settings"]["ignoreGroupMessages"] is True
 
 
+def test_accounts_create_refuses_a_name_that_exists(cli: Any, store: Any) -> None:
+    _token(cli("accounts", "create", "Acme"))
+    again = cli("accounts", "create", "  Acme ")
+    assert again.exit_code == 1
+    assert again.output.count("\n") == 1 and 'account named "Acme" already exists' in again.output
+    assert store.accounts.count_documents({}) == 1
+
+
+def test_accounts_list_shows_names_instance_counts_and_dates_never_tokens(
+    cli: Any, store: Any
+) -> None:
+    assert cli("accounts", "list").output == "no accounts\n"
+    acme = _token(cli("accounts", "create", "Acme"))
+    _token(cli("accounts", "create", "Beta Corp"))
+    sales = _token(cli("instances", "create", "--account", "Acme", "sales"))
+    _token(cli("instances", "create", "--account", "Acme", "support"))
+
+    listed = cli("accounts", "list")
+
+    assert listed.exit_code == 0, listed.output
+    rows = {line.split("  ")[0]: line.split() for line in listed.output.splitlines()[1:]}
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    assert rows["Acme"][1:3] == ["2", today]
+    assert rows["Beta Corp"][2:4] == ["0", today]
+    assert rows["Acme"][-1] == str(store.accounts.find_one({"name": "Acme"})["_id"])
+    for secret in (acme, sales, hash_token(acme), hash_token(sales)):
+        assert secret not in listed.output
+
+
+def test_tokens_rotate_prints_a_new_token_once_and_the_old_one_stops_at_once(
+    cli: Any, store: Any
+) -> None:
+    old_account = _token(cli("accounts", "create", "Acme"))
+    old_sales = _token(cli("instances", "create", "--account", "Acme", "sales"))
+    old_support = _token(cli("instances", "create", "--account", "Acme", "support"))
+
+    account = cli("tokens", "rotate", "--account", "Acme")
+    sales = cli("tokens", "rotate", "--account", "Acme", "--instance", "sales")
+
+    new_account, new_sales = _token(account), _token(sales)
+    assert "the old one no longer works" in account.output
+    assert account.output.count(new_account) == 1
+    assert _owner(store, old_account) is None and _owner(store, old_sales) is None
+    assert _owner(store, new_account) == ("accounts", "Acme")
+    assert _owner(store, new_sales) == ("instances", "sales")
+    assert _owner(store, old_support) == ("instances", "support")
+
+
+def test_tokens_rotate_of_an_unknown_instance_is_a_clear_error(cli: Any) -> None:
+    _token(cli("accounts", "create", "Acme"))
+    result = cli("tokens", "rotate", "--account", "Acme", "--instance", "ghost")
+    assert result.exit_code == 1 and 'no instance "ghost"' in result.output
+
+
+def _owner(store: Any, token: str) -> tuple[str, str] | None:
+    """Whose token this is, looked up by its hash as the service does."""
+    for collection in ("accounts", "instances"):
+        doc = store[collection].find_one({"tokenHash": hash_token(token)})
+        if doc is not None:
+            return collection, doc["name"]
+    return None
+
+
 def test_duplicate_instance_name_is_a_clear_error(cli: Any) -> None:
     _token(cli("accounts", "create", "Acme"))
     _token(cli("instances", "create", "--account", "Acme", "sales"))
@@ -116,6 +179,23 @@ def test_seed_tops_instances_up_and_is_idempotent(cli: Any, store: Any) -> None:
     assert store.messages.count_documents({}) == 300
 
 
+def test_seed_without_messages_adds_500_to_each_instance_and_says_so(cli: Any, store: Any) -> None:
+    _token(cli("accounts", "create", "Acme"))
+    _token(cli("instances", "create", "--account", "Acme", "sales"))
+    _token(cli("instances", "create", "--account", "Acme", "support"))
+    assert (
+        cli("seed", "--account", "Acme", "--instance", "sales", "--messages", "20").exit_code == 0
+    )
+
+    result = cli("seed", "--account", "Acme")
+
+    assert result.exit_code == 0, result.output
+    assert "1000 messages added (500 to each of sales, support)" in result.output
+    sales, support = (store.instances.find_one({"name": n})["_id"] for n in ("sales", "support"))
+    assert store.messages.count_documents({"instanceId": sales}) == 520
+    assert store.messages.count_documents({"instanceId": support}) == 500
+
+
 def test_seed_without_account_creates_the_demo(cli: Any, store: Any) -> None:
     result = cli("seed", "--messages", "50")
     assert result.exit_code == 0, result.output
@@ -163,6 +243,10 @@ def test_export_schema_matches_schema_graphql(tmp_path: Path) -> None:
         ["instances", "list"],
         ["instances", "set"],
         ["seed"],
+        ["accounts", "list"],
+        ["tokens"],
+        ["tokens", "rotate"],
+        ["demo"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
