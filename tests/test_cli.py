@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 from pymongo import MongoClient
+from pymongo.uri_parser import parse_uri
 
 from graph.cli import main
 from graph.embedded import free_port
@@ -202,6 +203,61 @@ def test_seed_without_account_creates_the_demo(cli: Any, store: Any) -> None:
     assert "account token" in result.output
     assert store.instances.count_documents({}) == 3
     assert store.messages.count_documents({}) == 150
+
+
+@pytest.fixture
+def embedded_cli(mongodb_uri: str, database_name: str, store: Any, tmp_path: Path) -> Any:
+    """The CLI without MONGODB_URI, finding the test database where it looks for the
+    embedded one (EMBEDDED_PORT), with its data folder in ``tmp_path``."""
+    nodes = parse_uri(mongodb_uri)["nodelist"]
+    if len(nodes) != 1 or nodes[0][0] not in ("127.0.0.1", "localhost"):
+        pytest.skip("needs a database on this machine")
+    env = {
+        "MONGODB_URI": None,
+        "MONGODB_DATABASE": database_name,
+        "EMBEDDED_PORT": str(nodes[0][1]),
+        "EMBEDDED_DATA_DIR": str(tmp_path / "data"),
+        "DEMO_MESSAGES": "30",
+    }
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(main, list(args), env=env)
+
+    return invoke
+
+
+def _demo(result: Result) -> dict[str, str]:
+    assert result.exit_code == 0, result.output
+    found = dict(re.findall(r"instance token for '([^']+)': (\S+)", result.output))
+    account = re.search(r"account token \(all instances\): (\S+)", result.output)
+    assert account and found, result.output
+    return {"account": account.group(1), **found}
+
+
+def test_demo_tokens_on_the_embedded_database_are_kept_and_follow_a_rotation(
+    embedded_cli: Any, store: Any, tmp_path: Path
+) -> None:
+    first = _demo(embedded_cli("demo"))
+    assert _demo(embedded_cli("demo")) == first
+
+    rotated = embedded_cli("tokens", "rotate", "--account", "Demo Company", "--instance", "sales")
+
+    sales = re.search(r"token \(also kept in .*\): (\S+)", rotated.output)
+    assert rotated.exit_code == 0 and sales, rotated.output
+    assert _demo(embedded_cli("demo")) == {**first, "sales": sales.group(1)}
+    assert _owner(store, sales.group(1)) == ("instances", "sales")
+
+    kept = tmp_path / "data" / "demo-tokens.json"
+    kept.write_text(kept.read_text().replace(first["support"], "not-a-token"))
+    repaired = embedded_cli("demo")
+    assert "no longer matched" in repaired.output
+    shown = _demo(repaired)
+    assert shown["support"] != first["support"]
+    assert _owner(store, shown["support"]) == ("instances", "support")
+    assert {k: v for k, v in shown.items() if k != "support"} == {
+        **{k: v for k, v in first.items() if k != "support"},
+        "sales": sales.group(1),
+    }
 
 
 def test_seed_rejects_unknown_instances(cli: Any) -> None:
