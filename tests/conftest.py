@@ -35,6 +35,18 @@ def standalone_uri() -> Iterator[str]:
 
 
 @pytest.fixture
+async def standalone_db(standalone_uri: str, database_name: str) -> AsyncIterator[Database]:
+    client = open_client(standalone_uri, server_selection_timeout_ms=5_000)
+    async with client:
+        database = client[database_name]
+        await ensure_indexes(database)
+        try:
+            yield database
+        finally:
+            await client.drop_database(database_name)
+
+
+@pytest.fixture
 def database_name() -> str:
     return f"test_{uuid4().hex[:16]}"
 

@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import uuid4
 
 import httpx
 import pytest
@@ -17,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from graph import Settings
-from resolvers import Database, InstanceRef, ensure_indexes, fetch_metrics, open_client
+from resolvers import Database, InstanceRef, fetch_metrics
 from resolvers import metrics as metrics_module
 from resolvers.rollups import read_rollup_metrics
 from resolvers.rollups.freshness import check_freshness, confirm
@@ -28,19 +27,6 @@ from tests.reference import KNOWN_STATUSES
 from tests.strategies import INSTANCE_IDS, as_contract, messages
 
 FAST = WatermarkOptions(idle_poll=0.02, refresh_every=0.02, retry_delay=0.05)
-
-
-@pytest.fixture
-async def standalone_db(standalone_uri: str) -> AsyncIterator[Database]:
-    name = f"test_{uuid4().hex[:16]}"
-    client = open_client(standalone_uri, server_selection_timeout_ms=5_000)
-    async with client:
-        database = client[name]
-        await ensure_indexes(database)
-        try:
-            yield database
-        finally:
-            await client.drop_database(name)
 
 
 async def ready(source: RollupSource, *, timeout: float = 30.0) -> None:
