@@ -1,0 +1,195 @@
+"""Series in local calendars: the full scan and the rollups both equal the plain-Python
+reference (brute-force local labels with zoneinfo), with messages on and beside the
+local boundaries; the points sum to the metrics of the same range."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bson import ObjectId
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from resolvers import Database, InstanceRef, fetch_metrics
+from resolvers.metrics import fetch_series
+from resolvers.rollups import build_rollups, drop_rollups
+from resolvers.rollups.keys import Level
+from resolvers.rollups.ranges import read_series_tallies
+from resolvers.series import Tally, plan_scans, to_points
+from resolvers.timeranges import Interval, SeriesPoint, TimeRange, series_bounds
+from tests.reference import SERIES_FIELDS, reference_bounds, reference_series
+from tests.strategies import INSTANCE_IDS, as_contract, messages, near, selections
+
+_MS = timedelta(milliseconds=1)
+
+
+def _utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)
+
+
+# each zone near its DST changes (Sao Paulo in 2018, when DST began at midnight)
+ANCHORS = {
+    "UTC": [_utc(2026, 11, 25, 12), _utc(2026, 12, 31, 20)],
+    "America/New_York": [_utc(2026, 3, 8, 7), _utc(2026, 11, 1, 6)],
+    "America/Sao_Paulo": [_utc(2018, 11, 4, 3), _utc(2018, 2, 18, 2)],
+    "Asia/Kolkata": [_utc(2026, 11, 25, 12), _utc(2026, 2, 28, 18, 30)],
+    "Asia/Kathmandu": [_utc(2026, 11, 25, 12), _utc(2026, 5, 31, 18, 15)],
+    "Pacific/Chatham": [_utc(2026, 4, 4, 14), _utc(2026, 9, 26, 14)],
+}
+SPANS = {
+    Interval.HOUR: timedelta(days=1),
+    Interval.DAY: timedelta(days=6),
+    Interval.WEEK: timedelta(days=30),
+    Interval.MONTH: timedelta(days=120),
+}
+
+
+def _beside(mark: datetime) -> st.SearchStrategy[datetime]:
+    """``mark``, a millisecond either side, or a few minutes off it."""
+    return st.sampled_from([mark, mark, mark - _MS, mark + _MS, mark + timedelta(minutes=7)])
+
+
+@st.composite
+def series_cases(draw: st.DrawFn) -> dict[str, Any]:
+    """A timezone, an interval, a range near a DST change (its ends on, beside or off
+    the local boundaries) and messages on and beside the boundaries inside it."""
+    zone = draw(st.sampled_from(sorted(ANCHORS)), label="zone")
+    interval = draw(st.sampled_from(list(Interval)), label="interval")
+    anchor = draw(st.sampled_from(ANCHORS[zone]))
+    span = SPANS[interval]
+    around = (anchor - span, anchor + span)
+    bounds = reference_bounds(around, interval=interval.value, timezone=zone)
+    marks = [low for low, _ in bounds[1:]]  # the local boundaries, not the window's ends
+    first = draw(st.integers(0, len(marks) - 2))
+    last = draw(st.integers(first + 1, min(first + 8, len(marks) - 1)))
+    low, high = draw(_beside(marks[first])), draw(_beside(marks[last]))
+    if draw(st.sampled_from([False] * 9 + [True])):
+        high = low  # an empty range has no points
+    inside = marks[first : last + 1]
+    anywhere = st.integers(0, max(0, (high - low) // _MS - 1)).map(lambda ms: low + ms * _MS)
+    dates = st.one_of(near(inside), st.sampled_from(inside).flatmap(_beside), anywhere)
+    docs = draw(st.lists(messages(dates=dates), max_size=25), label="docs")
+    return {"zone": zone, "interval": interval, "range": (low, high), "docs": docs}
+
+
+def _refs(selection: list[tuple[ObjectId, bool]]) -> list[InstanceRef]:
+    settings_by_id = dict(reversed(selection))
+    return [
+        InstanceRef(id=i, name=str(i), ignore_group_messages=settings_by_id[i])
+        for i in dict.fromkeys(i for i, _ in selection)
+    ]
+
+
+def _as_reference(point: SeriesPoint) -> dict[str, Any]:
+    return {
+        "start": point.start,
+        "end": point.end,
+        "totalMessages": point.total_messages,
+        "messagesSent": point.messages_sent,
+        "messagesReceived": point.messages_received,
+        "groupMessages": point.group_messages,
+        "individualMessages": point.individual_messages,
+        "messagesWithMedia": point.messages_with_media,
+        "messagesByType": point.messages_by_type,
+        "messagesByStatus": point.messages_by_status,
+    }
+
+
+def _sum(points: list[dict[str, Any]]) -> dict[str, Any]:
+    total: dict[str, Any] = {}
+    for field in SERIES_FIELDS:
+        values = [point[field] for point in points]
+        if field in ("messagesByType", "messagesByStatus"):
+            summed: Counter[str] = Counter()
+            for value in values:
+                summed.update(value)
+            total[field] = {key: n for key, n in summed.items() if n}
+        else:
+            total[field] = sum(values)
+    return total
+
+
+def _shared(metrics: dict[str, Any]) -> dict[str, Any]:
+    found = {field: metrics[field] for field in SERIES_FIELDS}
+    for field in ("messagesByType", "messagesByStatus"):
+        found[field] = {key: n for key, n in found[field].items() if n}
+    return found
+
+
+async def _rollup_series(
+    db: Database, refs: list[InstanceRef], bounds: list[tuple[datetime, datetime]], top: Level
+) -> list[SeriesPoint]:
+    cuts = [bounds[0][0], *(end for _, end in bounds)] if bounds else []
+    tallies = [Tally() for _ in bounds]
+    if bounds:
+        found = await read_series_tallies(db=db, instances=refs, cuts=cuts, top=top)
+        for per_instance in found.values():
+            for tally, part in zip(tallies, per_instance, strict=True):
+                tally.add(part)
+    return to_points(bounds, tallies)
+
+
+@settings(
+    max_examples=70,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(case=series_cases(), selection=selections)
+@example(  # the first point is cut by the range's start, off the scan's group grid
+    case={
+        "zone": "UTC",
+        "interval": Interval.DAY,
+        "range": (_utc(2026, 11, 25, 12), _utc(2026, 11, 28)),
+        "docs": [{"instanceId": INSTANCE_IDS[0], "timestamp": _utc(2026, 11, 25, 13)}],
+    },
+    selection=[(INSTANCE_IDS[0], False)],
+)
+async def test_series_equal_the_reference_and_sum_to_the_metrics(
+    db: Database, case: dict[str, Any], selection: list[tuple[ObjectId, bool]]
+) -> None:
+    docs, (low, high) = case["docs"], case["range"]
+    zone, interval = case["zone"], case["interval"]
+    await db.messages.delete_many({})
+    await drop_rollups(db=db)
+    if docs:
+        await db.messages.insert_many([dict(doc) for doc in docs])
+    await build_rollups(db=db)
+    refs = _refs(selection)
+    expected = reference_series(
+        docs,
+        instances=[(ref.id, ref.ignore_group_messages) for ref in refs],
+        range=(low, high),
+        interval=interval.value,
+        timezone=zone,
+    )
+    bounds = series_bounds(range=TimeRange(low, high), interval=interval, timezone=zone)
+
+    scanned = [_as_reference(p) for p in await fetch_series(db=db, instances=refs, bounds=bounds)]
+    assert scanned == expected, "full scan"
+    for top in (Level.DAY, Level.MONTH):
+        rolled = [_as_reference(p) for p in await _rollup_series(db, refs, bounds, top)]
+        assert rolled == expected, f"rollups through {top}"
+
+    metrics = await fetch_metrics(db=db, instances=refs, now=high, range=TimeRange(low, high))
+    assert _sum(scanned) == _shared(as_contract(metrics))
+
+
+async def test_a_scan_cut_into_several_aggregations_adds_up(db: Database) -> None:
+    """More groups than one aggregation may make: the plan is split, nothing is lost."""
+    a = ObjectId()
+    start = _utc(2026, 1, 1)
+    quarter = timedelta(minutes=15)
+    step = timedelta(hours=7, minutes=1)
+    await db.messages.insert_many(
+        [{"instanceId": a, "timestamp": start + k * step} for k in range(400)]
+    )
+    bounds = [(start + k * quarter, start + (k + 1) * quarter) for k in range(4 * 24 * 120)]
+    assert len(plan_scans(bounds)) > 1
+
+    refs = [InstanceRef(id=a, name="a", ignore_group_messages=False)]
+    points = await fetch_series(db=db, instances=refs, bounds=bounds)
+
+    found = {k: point.total_messages for k, point in enumerate(points) if point.total_messages}
+    assert found == Counter(k * step // quarter for k in range(400))
