@@ -273,6 +273,7 @@ function render({ metrics, metricsByInstance, series }) {
   main.dataset.from = state.range.from.toISOString();
   main.dataset.to = state.range.to.toISOString();
   main.dataset.interval = series.interval;
+  main.dataset.updates = String(Number(main.dataset.updates || 0) + 1);
 }
 
 function renderCards(metrics) {
