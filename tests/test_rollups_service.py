@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -16,7 +16,11 @@ from graph.types import format_datetime
 from resolvers import Database, InstanceRef, fetch_metrics
 from resolvers import metrics as metrics_module
 from resolvers.pipeline import MetricsResult
+from resolvers.rollups.consumer import ConsumerOptions, RollupConsumer
+from resolvers.rollups.service import RollupService
+from resolvers.timeranges import Interval, TimeRange
 from tests.factories import NOW, Tenant, app_client, make_tenant, message
+from tests.test_rollups_consumer import settle
 
 QUERY = {"query": f'{{ metrics(instances: ["sales", "support"]) {{ {LEGACY_FIELDS} }} }}'}
 
@@ -140,3 +144,66 @@ async def test_two_apps_on_one_database_have_one_consumer_and_both_answer_exactl
             assert _subset(answer["data"]["metrics"], expected) == expected
     assert [state["state"] for state in states] == ["ready", "ready"]
     assert sorted(state["leader"] for state in states) == [False, True]
+
+
+def _forbid_all_scans(monkeypatch: pytest.MonkeyPatch) -> _Scans:
+    """While ``allowed`` is false, any full-scan aggregation (metrics, a range, a series
+    or the instance counts) fails the request."""
+    scans = _Scans()
+    for name in ("build_metrics_pipeline", "build_range_pipeline", "build_match"):
+        _guard(monkeypatch, scans, metrics_module, name)
+    _guard(monkeypatch, scans, metrics_module, "build_series_pipeline")
+    return scans
+
+
+def _guard(monkeypatch: pytest.MonkeyPatch, scans: _Scans, module: Any, name: str) -> None:
+    original = getattr(module, name)
+
+    def guarded(**kwargs: Any) -> Any:
+        if not scans.allowed:
+            raise AssertionError(f"the service scanned the messages ({name})")
+        return original(**kwargs)
+
+    monkeypatch.setattr(module, name, guarded)
+
+
+async def test_ranges_series_and_summaries_come_from_the_rollups_after_each_write(
+    db: Database, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refs = [
+        InstanceRef(id=tenant.instance_ids["sales"], name="sales", ignore_group_messages=False),
+        InstanceRef(id=tenant.instance_ids["support"], name="support", ignore_group_messages=True),
+    ]
+    span = TimeRange(NOW - timedelta(days=5, hours=7, minutes=3), NOW + timedelta(hours=1))
+    consumer = RollupConsumer(db=db, holder="test", options=ConsumerOptions(idle_poll=0.01))
+    consumer.start()
+    service = RollupService(db=db, consumer=consumer, wait_s=10)  # a loaded machine
+    scanner = RollupService(db=db, consumer=None)
+    try:
+        await settle(db, consumer)
+        scanning = _forbid_all_scans(monkeypatch)
+        for step in range(3):
+            await db.messages.insert_one(message(refs[0].id, days_ago=0.5 + step, status="sent"))
+            await db.messages.insert_one(
+                message(refs[1].id, days_ago=2 + step, isGroup=True, chatId="g@g.us")
+            )
+            await db.messages.delete_one({"instanceId": refs[0].id, "status": "sent"})
+            scanning.allowed = False
+            answers = await _everything(service, refs, span)
+            scanning.allowed = True
+            assert answers == await _everything(scanner, refs, span), step
+    finally:
+        await consumer.stop()
+
+
+async def _everything(service: RollupService, refs: list[InstanceRef], span: TimeRange) -> Any:
+    series = await service.series(
+        instances=refs, range=span, interval=Interval.DAY, timezone="Asia/Kolkata"
+    )
+    return (
+        await service.metrics(instances=refs, now=NOW, range=span),
+        await service.metrics_by_instance(instances=refs, now=NOW, range=span),
+        await service.metrics_by_instance(instances=refs, now=NOW),
+        series,
+        await service.summaries(instances=refs),
+    )

@@ -8,10 +8,13 @@ answer is exact: the scan is the fallback, never a wrong number.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
+from bson import ObjectId
+from pymongo.asynchronous.client_session import AsyncClientSession as Session
 from pymongo.read_concern import ReadConcern
 
 from resolvers.db import Database, translate_driver_errors
@@ -19,13 +22,17 @@ from resolvers.instances import InstanceRef
 from resolvers.metrics import (
     distinct_instances,
     fetch_metrics,
-    fetch_series,
     fetch_summaries,
+    read_created_at,
+    scan_series,
 )
 from resolvers.pipeline import MetricsResult, combine_metrics, empty_metrics
 from resolvers.rollups.consumer import ConsumerStatus, RollupConsumer, stored_status
 from resolvers.rollups.freshness import check_freshness, confirm
+from resolvers.rollups.keys import Level
+from resolvers.rollups.ranges import read_instance_counts, read_range_metrics, read_series_tallies
 from resolvers.rollups.read import read_rollup_metrics
+from resolvers.series import Tally, to_points
 from resolvers.timeranges import (
     InstanceSummary,
     Interval,
@@ -37,6 +44,7 @@ from resolvers.timeranges import (
 __all__ = ["RollupHealth", "RollupService"]
 
 _LEADING = ("building", "ready")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,15 +106,22 @@ class RollupService:
         the distinct counts (they read 0), which cost a raw read within a range."""
         if not instances:
             return empty_metrics()
-        if self.consumer is None or range is not None:
-            return await fetch_metrics(
-                db=self._db, instances=instances, now=now, range=range, unique=unique
+        if range is not None:
+            found = await self.metrics_by_instance(
+                instances=instances, now=now, range=range, unique=unique
             )
-        usable, parts = await self._from_rollups(instances=instances, now=now)
+            return combine_metrics(found)
+        usable, result = await self._snapshot(
+            instances,
+            lambda chosen, session: read_rollup_metrics(
+                db=self._db, instances=chosen, now=now, session=session
+            ),
+        )
+        parts = [] if result is None else [result]
         rest = [ref for ref in instances if ref.id not in usable]
         if rest:
-            parts.append(await fetch_metrics(db=self._db, instances=rest, now=now))
-        return combine_metrics(parts)
+            parts.append(await fetch_metrics(db=self._db, instances=rest, now=now, unique=unique))
+        return combine_metrics(parts) if parts else empty_metrics()
 
     async def metrics_by_instance(
         self,
@@ -118,10 +133,35 @@ class RollupService:
     ) -> list[MetricsResult]:
         """One ``MetricsResult`` per distinct instance, in the order first named; they
         sum to ``metrics`` for the same arguments."""
-        return [
-            await self.metrics(instances=[ref], now=now, range=range, unique=unique)
-            for ref in distinct_instances(instances)
-        ]
+        refs = distinct_instances(instances)
+
+        async def read(
+            chosen: list[InstanceRef], session: Session
+        ) -> dict[ObjectId, MetricsResult]:
+            if range is not None:
+                return await read_range_metrics(
+                    db=self._db,
+                    instances=chosen,
+                    now=now,
+                    range=range,
+                    unique=unique,
+                    session=session,
+                )
+            return {
+                ref.id: await read_rollup_metrics(
+                    db=self._db, instances=[ref], now=now, session=session
+                )
+                for ref in chosen
+            }
+
+        _, found = await self._snapshot(refs, read)
+        results = dict(found or {})
+        for ref in refs:
+            if ref.id not in results:
+                results[ref.id] = await fetch_metrics(
+                    db=self._db, instances=[ref], now=now, range=range, unique=unique
+                )
+        return [results[ref.id] for ref in refs]
 
     async def series(
         self,
@@ -134,16 +174,63 @@ class RollupService:
         """The dense series of ``range`` in ``timezone`` (``series_bounds``), summed over
         ``instances``; its points sum to ``metrics`` over the same range."""
         bounds = series_bounds(range=range, interval=interval, timezone=timezone)
-        return await fetch_series(db=self._db, instances=instances, bounds=bounds)
+        if not bounds or not instances:
+            return to_points(bounds, [Tally() for _ in bounds])
+        cuts = [bounds[0][0], *(end for _, end in bounds)]
+        top = Level.MONTH if interval is Interval.MONTH else Level.DAY
+        refs = distinct_instances(instances)
+        _, found = await self._snapshot(
+            refs,
+            lambda chosen, session: read_series_tallies(
+                db=self._db, instances=chosen, cuts=cuts, top=top, session=session
+            ),
+        )
+        tallies = [Tally() for _ in bounds]
+        for ref in refs:
+            parts = (found or {}).get(ref.id)
+            if parts is None:
+                await scan_series(db=self._db, instance=ref, bounds=bounds, into=tallies)
+                continue
+            for tally, part in zip(tallies, parts, strict=True):
+                tally.add(part)
+        return to_points(bounds, tallies)
 
     async def summaries(self, *, instances: Sequence[InstanceRef]) -> list[InstanceSummary]:
         """Per distinct instance, in the order first named: its settings, ``createdAt``,
         message count and last message, as ``metrics`` for it alone reports them."""
-        return await fetch_summaries(db=self._db, instances=instances)
+        refs = distinct_instances(instances)
+        usable, found = await self._snapshot(
+            refs,
+            lambda chosen, session: read_instance_counts(
+                db=self._db, instances=chosen, session=session
+            ),
+        )
+        rest = [ref for ref in refs if ref.id not in usable]
+        scanned = await fetch_summaries(db=self._db, instances=rest) if rest else []
+        by_id = {ref.id: summary for ref, summary in zip(rest, scanned, strict=True)}
+        created = await read_created_at(db=self._db, instances=[ref.id for ref in refs])
+        for ref in refs:
+            counts = (found or {}).get(ref.id)
+            if ref.id not in by_id and counts is not None:
+                by_id[ref.id] = InstanceSummary(
+                    name=ref.name,
+                    ignore_group_messages=ref.ignore_group_messages,
+                    created_at=created.get(ref.id),
+                    total_messages=counts.total_messages,
+                    last_message_at=counts.last_message_at,
+                )
+        return [by_id[ref.id] for ref in refs]
 
-    async def _from_rollups(
-        self, *, instances: Sequence[InstanceRef], now: datetime
-    ) -> tuple[frozenset[object], list[MetricsResult]]:
+    async def _snapshot(
+        self,
+        instances: Sequence[InstanceRef],
+        read: Callable[[list[InstanceRef], Session], Awaitable[_T]],
+    ) -> tuple[frozenset[ObjectId], _T | None]:
+        """``read`` of the instances the rollups may answer (current for the request's
+        cluster time, ``freshness.py``), with the ids it answered for; nothing when the
+        rollups are off, none is current, or a rebuild began meanwhile."""
+        if self.consumer is None or not instances:
+            return frozenset(), None
         with translate_driver_errors():
             freshness = await check_freshness(
                 db=self._db,
@@ -153,7 +240,7 @@ class RollupService:
             )
         chosen = [ref for ref in instances if ref.id in freshness.usable]
         if not chosen:
-            return frozenset(), []
+            return frozenset(), None
         # One snapshot for every rollup document and the state that vouches for them:
         # no consumer commit or rebuild can fall between two of the reads.
         with translate_driver_errors():
@@ -161,13 +248,11 @@ class RollupService:
                 self._db.client.start_session(causal_consistency=False) as session,
                 await session.start_transaction(read_concern=ReadConcern("snapshot")),
             ):
-                result = await read_rollup_metrics(
-                    db=self._db, instances=chosen, now=now, session=session
-                )
+                result = await read(chosen, session)
                 still = await confirm(db=self._db, freshness=freshness, session=session)
         if not freshness.usable <= still:
-            return frozenset(), []
-        return freshness.usable, [result]
+            return frozenset(), None
+        return freshness.usable, result
 
     async def health(self) -> RollupHealth:
         if self.consumer is None:
