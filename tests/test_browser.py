@@ -383,6 +383,30 @@ def test_an_unknown_token_says_so(browser: Any, site: Site) -> None:
     screenshot(browser, "dashboard-401")
 
 
+def test_the_dashboards_client_names_forbidden_and_unknown_instances(
+    browser: Any, site: Site
+) -> None:
+    """The states of 403 and 404, as the page's own module classifies the real answers."""
+    fresh_dashboard(browser, site)
+    states = browser.execute_async_script(
+        """const done = arguments[arguments.length - 1];
+           const [account, sales] = [arguments[0], arguments[1]];
+           const query = 'query($i: [String!]) { metrics(instances: $i) { totalMessages } }';
+           import('/static/dashboard/api.js').then(async ({ graphql }) => {
+             const state = (token, names) => graphql({ token, query, variables: { i: names } })
+               .then(() => 'ok', (error) => [error.state, error.message]);
+             done([await state(sales, ['support']), await state(account, ['elsewhere'])]);
+           });""",
+        site.account_token,
+        site.instance_tokens["sales"],
+    )
+    (forbidden, forbidden_message), (not_found, not_found_message) = states
+    assert forbidden == "forbidden"
+    assert not_found == "not-found"
+    assert "elsewhere" in not_found_message
+    assert forbidden_message
+
+
 def test_a_rate_limited_token_gets_a_live_countdown(browser: Any, site: Site) -> None:
     token = site.instance_tokens["marketing"]
     ten = "{ " + " ".join(f"i{n}: instances {{ name }}" for n in range(10)) + " }"

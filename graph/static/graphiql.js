@@ -8,7 +8,10 @@
   // the page's Content-Security-Policy allows for styles (and for nothing else).
   window.__webpack_nonce__ = document.querySelector('meta[name="csp-nonce"]').content;
 
-  const DEFAULT_QUERY = `# Put your token in the Headers pane below, then run (Ctrl-Enter).
+  const DEFAULT_QUERY = `# 1. In the Headers pane below, replace <your token> with a token.
+# 2. Run the query: the play button, or Ctrl-Enter.
+# 3. For the documentation and the explorer, re-fetch the schema (the arrows at the
+#    bottom left): it needs the token too.
 {
   metrics {
     instance
