@@ -14,14 +14,17 @@ import pytest
 from bson import ObjectId
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pymongo import AsyncMongoClient, monitoring
 
 from graph import Settings
 from resolvers import Database, InstanceRef, fetch_metrics
 from resolvers import metrics as metrics_module
 from resolvers.rollups import read_rollup_metrics
 from resolvers.rollups.freshness import check_freshness, confirm
+from resolvers.rollups.service import RollupService
 from resolvers.rollups.source import RollupSource
-from resolvers.rollups.watermark import LEDGER, WatermarkOptions
+from resolvers.rollups.watermark import WatermarkOptions
+from resolvers.rollups.watermark_state import LEDGER
 from tests.factories import NOW, app_client, make_tenant, message
 from tests.reference import KNOWN_STATUSES
 from tests.strategies import INSTANCE_IDS, as_contract, messages
@@ -339,3 +342,59 @@ async def test_the_service_on_a_standalone_answers_writes_at_once_without_a_scan
 async def test_health_names_the_change_stream_on_a_replica_set(http: httpx.AsyncClient) -> None:
     rollups = await _health(http)
     assert rollups["source"] == "change-stream"
+
+
+class _Transactions(monitoring.CommandListener):
+    """Counts the commands that start a transaction."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.count += bool(event.command.get("startTransaction"))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_without_transactions_the_rollups_are_read_plainly_and_checked(
+    standalone_uri: str, standalone_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A standalone mongod has no transactions: the service reads the rollups without
+    one, and a batch written between two of its reads sends it to the scan."""
+    counter = _Transactions()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        standalone_uri, tz_aware=True, event_listeners=[counter]
+    )
+    async with client:
+        db = client[standalone_db.name]
+        running = RollupSource(
+            db=db, source="watermark", watermark_options=FAST, transactions=False
+        )
+        service = RollupService(db=db, consumer=running, wait_s=10)
+        service.start()
+        a = ObjectId()
+        try:
+            await ready(running)
+            await db.messages.insert_one(message(a, updatedAt=datetime.now(UTC)))
+            build = metrics_module.build_metrics_pipeline
+
+            def forbidden(**kwargs: Any) -> Any:
+                raise AssertionError("the service scanned the messages")
+
+            monkeypatch.setattr(metrics_module, "build_metrics_pipeline", forbidden)
+            got = await service.metrics(instances=[_ref(a)], now=NOW)
+            monkeypatch.setattr(metrics_module, "build_metrics_pipeline", build)
+            assert got == await fetch_metrics(db=db, instances=[_ref(a)], now=NOW)
+            assert counter.count == 0
+
+            verdict = await check_freshness(db=db, instances=[a], consumer=running)
+            assert verdict.usable == {a} and not verdict.snapshot
+            await db.messages.insert_one(message(a, days_ago=2, updatedAt=datetime.now(UTC)))
+            assert await running.watermark.position.wait_for(datetime.now(UTC), timeout=10)
+            assert await confirm(db=db, freshness=verdict) == frozenset()
+        finally:
+            await service.stop()

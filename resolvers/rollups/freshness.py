@@ -22,26 +22,24 @@ asks that no batch was written at all since ``check_freshness``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from bson import ObjectId, Timestamp
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.read_concern import ReadConcern
 
 from resolvers.db import Database
 from resolvers.rollups.consumer import RollupConsumer
 from resolvers.rollups.source import RollupSource
 from resolvers.rollups.state import RollupState, read_state
-from resolvers.rollups.watermark import (
-    SOURCE,
-    WatermarkFollower,
-    WatermarkState,
-    read_watermark_state,
-)
+from resolvers.rollups.watermark import WatermarkFollower
+from resolvers.rollups.watermark_state import WatermarkState, read_watermark_state
 
-__all__ = ["Freshness", "check_freshness", "confirm"]
+__all__ = ["Freshness", "check_freshness", "confirm", "snapshot_reads"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +58,8 @@ class Freshness:
     """The watermark that vouched (watermark mode only)."""
     seq: int | None = None
     """``rollup_state.seq`` when it vouched (watermark mode only)."""
+    snapshot: bool = True
+    """Whether the database has transactions (a standalone ``mongod`` has none)."""
 
     @property
     def all_usable(self) -> bool:
@@ -81,7 +81,8 @@ async def check_freshness(
     if isinstance(consumer, RollupSource) and consumer.mode != "change-stream":
         if consumer.mode is None:
             return _scan(asked, None, "the rollups' source is not known yet", None)
-        return await _by_watermark(db, asked, consumer.watermark, wait=wait, poll=poll)
+        found = await _by_watermark(db, asked, consumer.watermark, wait=wait, poll=poll)
+        return replace(found, snapshot=consumer.transactions is not False)
     state, now = await _state_and_time(db)
     if state is None or now is None:
         return _scan(asked, now, "the rollups have not been built yet", state)
@@ -101,19 +102,35 @@ async def confirm(
 ) -> frozenset[ObjectId]:
     """The instances of ``freshness.usable`` that are still built in the same generation,
     read in ``session`` (the caller's transaction that also reads the rollups)."""
+    if freshness.seq is not None:
+        return await _confirm_watermark(db=db, freshness=freshness, session=session)
     state = await read_state(db=db, session=session)
     if state is None or state.generation != freshness.generation:
         return frozenset()
-    ready = state.ready_instances(freshness.usable)
-    if freshness.seq is None:
-        return ready
-    extras = await read_watermark_state(db=db, session=session)
-    if extras is None or extras.source != SOURCE:
+    return state.ready_instances(freshness.usable)
+
+
+async def _confirm_watermark(
+    *, db: Database, freshness: Freshness, session: AsyncClientSession | None
+) -> frozenset[ObjectId]:
+    state = await read_watermark_state(db=db, session=session)
+    if state is None or state.generation != freshness.generation:
         return frozenset()
     snapshot = session is not None and session.in_transaction
-    if not snapshot and extras.seq != freshness.seq:
-        return frozenset()
-    return extras.consistent(ready)
+    if not snapshot and state.seq != freshness.seq:
+        return frozenset()  # a batch may have been written between two of the reads
+    return state.usable(freshness.usable)
+
+
+async def snapshot_reads(
+    session: AsyncClientSession, freshness: Freshness
+) -> contextlib.AbstractAsyncContextManager[object]:
+    """What to read the rollups and ``confirm`` in: a snapshot transaction, or, where the
+    database has no transactions, plain reads (``confirm`` then also asks that no batch
+    was written since ``check_freshness``)."""
+    if not freshness.snapshot:
+        return contextlib.nullcontext()
+    return await session.start_transaction(read_concern=ReadConcern("snapshot"))
 
 
 async def _by_watermark(
@@ -130,29 +147,24 @@ async def _by_watermark(
     if follower.leading and not await follower.position.wait_for(now, timeout=wait):
         return _scan(asked, None, "the rollups' watermark is behind", None)
     while True:
-        state = await read_state(db=db)
-        extras = await read_watermark_state(db=db)
-        if state is None or extras is None or extras.source != SOURCE:
-            return _scan(asked, None, "the rollups have not been built yet", state)
-        if (extras.watermark is not None and extras.watermark >= now) or follower.leading:
-            return _watermark_verdict(asked, state, extras)
+        state = await read_watermark_state(db=db)
+        if state is None or not state.ours:
+            return _scan(asked, None, "the rollups have not been built yet", None)
+        if (state.watermark is not None and state.watermark >= now) or follower.leading:
+            return _watermark_verdict(asked, state)
         if time.monotonic() >= deadline:
-            return _scan(asked, None, "the rollups' watermark is behind", state)
+            return _scan(asked, None, "the rollups' watermark is behind", None)
         await asyncio.sleep(poll)
 
 
-def _watermark_verdict(
-    asked: frozenset[ObjectId], state: RollupState, extras: WatermarkState
-) -> Freshness:
-    usable = extras.consistent(state.ready_instances(asked))
+def _watermark_verdict(asked: frozenset[ObjectId], state: WatermarkState) -> Freshness:
+    usable = state.usable(asked)
     fallback = asked - usable
     reason = None
     if fallback:
-        reason = (
-            "a batch is being written" if extras.writing else f"building ({state.percent():.1f}%)"
-        )
+        reason = "a batch is being written" if state.writing else f"building ({state.percent()}%)"
     return Freshness(
-        None, usable, fallback, reason, state.generation, watermark=extras.watermark, seq=extras.seq
+        None, usable, fallback, reason, state.generation, watermark=state.watermark, seq=state.seq
     )
 
 

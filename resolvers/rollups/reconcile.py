@@ -47,14 +47,14 @@ from pymongo.errors import OperationFailure
 from pymongo.read_concern import ReadConcern
 
 from resolvers.db import Database
-from resolvers.rollups.build import read_key
 from resolvers.rollups.changes import Changes
 from resolvers.rollups.contribution import FLAGS, Flag, dated, flag_of, owner
 from resolvers.rollups.events import RebuildNeeded, decode_event
 from resolvers.rollups.keys import Level, floor_to, part_index
-from resolvers.rollups.state import RollupState, message_key, read_state
+from resolvers.rollups.state import RollupState, read_state
 from resolvers.rollups.store import BUCKETS, INSTANCES, VALUES, iter_raw
-from resolvers.rollups.watermark import COUNTED_FIELDS, Pair, WatermarkFollower
+from resolvers.rollups.watermark import Pair, WatermarkFollower, read_undated
+from resolvers.rollups.watermark_state import COUNTED_FIELDS, day_key
 
 __all__ = [
     "ChangeStreamView",
@@ -242,7 +242,7 @@ def _same_rollups(state: RollupState | None, generation: int) -> bool:
 
 async def _read_range(db: Database, r: Range) -> list[Document]:
     if r.start is None or r.end is None:
-        return [dict(doc) async for doc in read_key(db=db, instance=r.instance, key=None)]
+        return [doc async for doc in read_undated(db=db, instance=r.instance)]
     found = iter_raw(db=db, instance=r.instance, start=r.start, end=r.end, projection=_READ)
     return [doc async for doc in found]
 
@@ -511,7 +511,7 @@ class ReconcilePass:
 
     def _record_fixes(self, instance: ObjectId, pairs: Sequence[Pair]) -> None:
         for message, was, now in pairs:
-            place = message_key(was) or message_key(now)
+            place = day_key(was) or day_key(now)
             day = None if place is None else place[1]
             what = _what(was, now)
             self.report.fixes.append(Fix(instance, day, message, what))
@@ -740,7 +740,7 @@ def _what(was: Document | None, now: Document | None) -> str:
         return "was not counted (written without a newer updatedAt?)"
     if now is None:
         return "is gone (deleted, or no longer counts for an instance)"
-    if message_key(was) != message_key(now):
+    if day_key(was) != day_key(now):
         return "moved to another day or instance"
     return "changed without a newer updatedAt"
 

@@ -15,7 +15,6 @@ from typing import TypeVar
 
 from bson import ObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession as Session
-from pymongo.read_concern import ReadConcern
 
 from resolvers.db import Database, translate_driver_errors
 from resolvers.instances import InstanceRef
@@ -28,7 +27,7 @@ from resolvers.metrics import (
 )
 from resolvers.pipeline import MetricsResult, combine_metrics, empty_metrics
 from resolvers.rollups.consumer import ConsumerStatus, RollupConsumer, stored_status
-from resolvers.rollups.freshness import check_freshness, confirm
+from resolvers.rollups.freshness import check_freshness, confirm, snapshot_reads
 from resolvers.rollups.keys import Level
 from resolvers.rollups.ranges import read_instance_counts, read_range_metrics, read_series_tallies
 from resolvers.rollups.read import read_rollup_metrics
@@ -246,7 +245,7 @@ class RollupService:
         with translate_driver_errors():
             async with (
                 self._db.client.start_session(causal_consistency=False) as session,
-                await session.start_transaction(read_concern=ReadConcern("snapshot")),
+                await snapshot_reads(session, freshness),  # none without transactions
             ):
                 result = await read(chosen, session)
                 still = await confirm(db=self._db, freshness=freshness, session=session)

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from bson import ObjectId
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 from resolvers.db import Database
 from resolvers.rollups.consumer import ConsumerOptions, ConsumerStatus, RollupConsumer
@@ -32,6 +32,7 @@ from resolvers.rollups.reconcile import (
     ReconcileReport,
     WatermarkView,
 )
+from resolvers.rollups.state import STATE_COLLECTION
 from resolvers.rollups.watermark import WatermarkFollower, WatermarkOptions
 
 __all__ = ["Mode", "RollupSource", "SourceSetting", "reconcile_period", "source_fields"]
@@ -78,6 +79,7 @@ class RollupSource(RollupConsumer):
         options: ConsumerOptions | None = None,
         watermark_options: WatermarkOptions | None = None,
         step_pause: float = 0.05,
+        transactions: bool | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         super().__init__(db=db, holder=holder, options=options, clock=clock)
@@ -85,6 +87,8 @@ class RollupSource(RollupConsumer):
         self.setting: SourceSetting = source
         self.mode: Mode | None = None if source == "auto" else source
         self.reconcile_every = reconcile_every
+        self.transactions = transactions
+        """Whether the database has transactions (None: ask it, with the watermark)."""
         self._step_pause = step_pause
         self.watermark = WatermarkFollower(
             db=db, holder=self.holder, options=watermark_options, clock=clock
@@ -182,7 +186,8 @@ class RollupSource(RollupConsumer):
                 async with asyncio.timeout(self._wait_for_due()):
                     await self._due.wait()
             self._due.clear()
-            if super().status().phase != "ready":
+            if super().status().phase != "ready":  # building, or another process leads
+                await asyncio.sleep(0.5)
                 continue
             running = self._next_pass()
             if running is None:
@@ -221,4 +226,20 @@ class RollupSource(RollupConsumer):
             replicated = bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
             self.mode = "change-stream" if replicated else "watermark"
             _log.info("rollups: kept current by the %s (%s)", self.mode, self.setting)
+        if self.mode == "watermark" and self.transactions is None:
+            self.transactions = await self._has_transactions()
         return self.mode
+
+    async def _has_transactions(self) -> bool:
+        """A standalone ``mongod`` refuses them (SecantusDB ``--standalone`` has them)."""
+        db = self._database
+        try:
+            async with (
+                db.client.start_session(causal_consistency=False) as session,
+                await session.start_transaction(),
+            ):
+                await db[STATE_COLLECTION].find_one({"_id": "consumer"}, session=session)
+        except OperationFailure as exc:
+            _log.info("rollups: no transactions (%s); rollup reads are checked instead", exc)
+            return False
+        return True

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,72 +40,45 @@ from pymongo import ASCENDING, DeleteOne, IndexModel, ReplaceOne
 from pymongo.errors import PyMongoError
 
 from resolvers.db import Database
-from resolvers.rollups.backfill import next_span
-from resolvers.rollups.build import build_keys, instances_with_messages, read_key
 from resolvers.rollups.changes import Changes
 from resolvers.rollups.consumer import ConsumerStatus, Phase
 from resolvers.rollups.contribution import owner
-from resolvers.rollups.keys import Level
+from resolvers.rollups.keys import Level, floor_to
 from resolvers.rollups.lease import LeaseLost, read_lease, renew_lease, take_lease
-from resolvers.rollups.state import (
-    SCHEMA_VERSION,
-    STATE_COLLECTION,
-    Build,
-    InstanceProgress,
-    message_key,
-    read_state,
-    save_state,
-    start_build,
-)
+from resolvers.rollups.state import SCHEMA_VERSION, STATE_COLLECTION
 from resolvers.rollups.store import apply_changes, drop_rollups, find_by_ids, iter_raw
+from resolvers.rollups.watermark_state import (
+    COUNTED_FIELDS,
+    LEDGER,
+    SOURCE,
+    STATE_ID,
+    InstanceBuild,
+    WatermarkBuild,
+    WatermarkState,
+    counted,
+    day_key,
+    read_watermark_state,
+)
 
 __all__ = [
-    "COUNTED_FIELDS",
-    "LEDGER",
-    "SOURCE",
     "Pair",
+    "Synced",
     "WatermarkFollower",
     "WatermarkOptions",
     "WatermarkPosition",
-    "WatermarkState",
-    "counted",
-    "read_watermark_state",
+    "ensure_watermark_indexes",
+    "instances_with_messages",
+    "read_undated",
 ]
 
 _log = logging.getLogger(__name__)
 
-LEDGER = "rollup_ledger"
-SOURCE = "watermark"
-"""``rollup_state.source`` of rollups this mode keeps (the consumer leaves it unset)."""
-_STATE = {"_id": "consumer"}  # the one rollup_state document (state.py)
-
-COUNTED_FIELDS = (
-    "instanceId",
-    "isGroup",
-    "fromMe",
-    "sender",
-    "chatId",
-    "type",
-    "status",
-    "media",
-    "timestamp",
-)
 _READ = {**dict.fromkeys(COUNTED_FIELDS, 1), "updatedAt": 1}
+_DATE = {"$eq": [{"$type": "$timestamp"}, "date"]}
+_DAY = Level.DAY.width
 
 Pair = tuple[Any, Mapping[str, Any] | None, Mapping[str, Any] | None]
 """(message ``_id``, as the ledger counted it, as it is now); None = not counted."""
-
-
-def counted(doc: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The fields of ``doc`` the rollups read (``contribution`` gives the same for both);
-    None when it counts for no instance."""
-    if doc is None or owner(doc) is None:
-        return None
-    kept = {field: doc[field] for field in COUNTED_FIELDS if field in doc and field != "media"}
-    media = doc.get("media")
-    if isinstance(media, Mapping):
-        kept["media"] = {"type": media["type"]} if "type" in media else {}
-    return kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,41 +97,6 @@ class WatermarkOptions:
     renew_every: float = 3.0
     build_target: int = 2_000
     retry_delay: float = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class WatermarkState:
-    """This mode's part of ``rollup_state``."""
-
-    source: str | None
-    watermark: datetime | None
-    """Every write whose ``updatedAt`` is at or after ``watermark - overlap`` and that was
-    acknowledged before ``watermark`` (the leader's clock) is in the rollups."""
-    seq: int
-    dirty: frozenset[ObjectId]
-    """While ``seq`` is odd: the instances a batch is being written to."""
-
-    @property
-    def writing(self) -> bool:
-        return self.seq % 2 == 1
-
-    def consistent(self, instances: Iterable[ObjectId]) -> frozenset[ObjectId]:
-        """Those of ``instances`` no batch is half written to."""
-        found = frozenset(instances)
-        return found - self.dirty if self.writing else found
-
-
-async def read_watermark_state(*, db: Database, session: Any = None) -> WatermarkState | None:
-    fields = {"source": 1, "watermark": 1, "seq": 1, "dirty": 1}
-    doc = await db[STATE_COLLECTION].find_one(_STATE, fields, session=session)
-    if doc is None:
-        return None
-    return WatermarkState(
-        source=doc.get("source"),
-        watermark=doc.get("watermark"),
-        seq=int(doc.get("seq", 0)),
-        dirty=frozenset(doc.get("dirty") or ()),
-    )
 
 
 class WatermarkPosition:
@@ -232,8 +170,7 @@ class WatermarkFollower:
         self._phase: Phase = "stopped"
         self._error: str | None = None
         self._behind = 0
-        self._build: Build | None = None
-        self._saved: Build | None = None
+        self._build: WatermarkBuild | None = None
         self._span = 1
         self._seq = 0
         self._watermark: datetime | None = None
@@ -354,54 +291,50 @@ class WatermarkFollower:
     # --- taking over -----------------------------------------------------------------
 
     async def _prepare(self) -> None:
-        """Continue from the stored state, build what a crash left half written, or
-        build everything when the rollups are not this mode's."""
+        """Continue from the stored state, build again what a crash left half written,
+        or build everything when the rollups are not this mode's."""
         await ensure_watermark_indexes(db=self._db)
         self._seen.clear()
-        state = await read_state(db=self._db)
-        extras = await read_watermark_state(db=self._db)
-        reason = _distrust(state is not None and state.schema == SCHEMA_VERSION, extras)
-        if reason is not None or state is None or extras is None:
-            await self._begin_rebuild(reason or "no rollups yet")
+        state = await read_watermark_state(db=self._db)
+        if state is None or not state.ours:
+            await self._begin_rebuild(_distrust(state))
             return
-        await self._claim(extras)
-        self._build = None if state.status == "ready" else (state.build or Build())
-        self._saved = self._build
-        if extras.writing:
-            await self._rebuild_dirty(extras.dirty)
+        await self._db[STATE_COLLECTION].update_one(STATE_ID, {"$set": {"holder": self.holder}})
+        self._seq = state.seq
+        self._watermark = state.watermark or self._clock()
+        self._build = state.build
+        if state.writing:
+            await self._rebuild_dirty(state)
         self._phase = "ready" if self._build is None else "building"
 
-    async def _claim(self, extras: WatermarkState) -> None:
-        """Make the stored state this holder's (the batch writes check it)."""
-        await self._db[STATE_COLLECTION].update_one(_STATE, {"$set": {"holder": self.holder}})
-        self._seq = extras.seq
-        self._watermark = extras.watermark or self._clock()
-
     async def _begin_rebuild(self, reason: str) -> None:
-        _log.warning(
-            "rollups: building from the messages with the updatedAt watermark (%s)", reason
-        )
+        _log.warning("rollups: building with the updatedAt watermark (%s)", reason)
         started = self._clock()
-        async with self._db.client.start_session(causal_consistency=False) as session:
-            await start_build(db=self._db, holder=self.holder, session=session)
-        fields = {"source": SOURCE, "seq": 0, "dirty": [], "watermark": started}
-        await self._db[STATE_COLLECTION].update_one(_STATE, {"$set": fields})
+        fields = {
+            "schema": SCHEMA_VERSION,
+            "status": "building",
+            "holder": self.holder,
+            "token": None,  # a change-stream consumer finding these rollups builds its own
+            "build": None,
+            "source": SOURCE,
+            "seq": 0,
+            "dirty": [],
+            "watermark": started,
+            "wbuild": WatermarkBuild().as_doc(),
+        }
+        update = {"$set": fields, "$inc": {"generation": 1}}
+        await self._db[STATE_COLLECTION].update_one(STATE_ID, update, upsert=True)
         await drop_rollups(db=self._db)
         await self._db[LEDGER].delete_many({})
         self._seq, self._watermark = 0, started
-        self._build, self._saved, self._span = Build(), None, 1
+        self._build, self._span = WatermarkBuild(), 1
         self._phase = "building"
-        await self._save_build()
 
-    async def _rebuild_dirty(self, dirty: frozenset[ObjectId]) -> None:
+    async def _rebuild_dirty(self, state: WatermarkState) -> None:
         """A batch was cut off half written: build its instances again."""
-        instances = sorted(dirty)
-        _log.warning("rollups: a batch was cut off; rebuilding instances %s", instances)
-        build = self._build or Build(listed=())
-        if build.listed is not None:  # else the listing to come lists them anyway
-            listed = tuple(dict.fromkeys([*build.listed, *instances]))
-            progress = {i: p for i, p in build.progress.items() if i not in dirty}
-            self._build = Build(listed=listed, progress=progress)
+        instances = sorted(state.dirty)
+        _log.warning("rollups: a batch was cut off; building instances %s again", instances)
+        self._build = (self._build or WatermarkBuild(listed=())).again(state.dirty)
         await self._save_build()
         await drop_rollups(db=self._db, instances=instances)
         for instance in instances:
@@ -470,7 +403,7 @@ class WatermarkFollower:
         if now - self._refreshed_at < self.options.refresh_every:
             return
         result = await self._db[STATE_COLLECTION].update_one(
-            {**_STATE, "holder": self.holder}, {"$max": {"watermark": sent}}
+            {**STATE_ID, "holder": self.holder}, {"$max": {"watermark": sent}}
         )
         if result.matched_count != 1:
             raise LeaseLost(f"rollup_state was taken over from {self.holder}")
@@ -508,7 +441,7 @@ class WatermarkFollower:
     async def _begin_batch(self, seq: int, touched: Iterable[ObjectId]) -> None:
         self._check_lease()
         result = await self._db[STATE_COLLECTION].update_one(
-            {**_STATE, "holder": self.holder, "seq": seq},
+            {**STATE_ID, "holder": self.holder, "seq": seq},
             {"$set": {"seq": seq + 1, "dirty": sorted(touched)}},
         )
         if result.matched_count != 1:
@@ -516,7 +449,7 @@ class WatermarkFollower:
 
     async def _end_batch(self, seq: int) -> None:
         result = await self._db[STATE_COLLECTION].update_one(
-            {**_STATE, "holder": self.holder, "seq": seq},
+            {**STATE_ID, "holder": self.holder, "seq": seq},
             {"$set": {"seq": seq + 1, "dirty": []}},
         )
         if result.matched_count != 1:
@@ -538,7 +471,8 @@ class WatermarkFollower:
         return await self._sync(docs, query)
 
     async def sync_undated(self, *, instance: ObjectId) -> Synced:
-        docs = [dict(doc) async for doc in read_key(db=self._db, instance=instance, key=None)]
+        """The same for the undated messages of ``instance``."""
+        docs = [doc async for doc in read_undated(db=self._db, instance=instance)]
         return await self._sync(docs, {"i": instance, "d": None})
 
     async def _sync(self, docs: list[dict[str, Any]], ledger_query: Mapping[str, Any]) -> Synced:
@@ -564,60 +498,62 @@ class WatermarkFollower:
     # --- building --------------------------------------------------------------------
 
     async def _build_step(self) -> bool:
-        """One read of the build (the keys of ``build.py``); False when it is complete."""
+        """One read of the build; False when it is complete."""
         build = self._build
         assert build is not None
         if build.listed is None:
             listed = tuple(await instances_with_messages(db=self._db))
             self._build = replace(build, listed=listed)
-        elif (instance := build.next_instance()) is None:
+        elif build.position >= len(build.listed):
             self._build = None
             self._phase = "ready"
             _log.info("rollups: building, 100.0% done")
         else:
-            await self._build_instance_step(build, instance)
+            instance = build.listed[build.position]
+            current = build.current
+            if current is None or current.instance != instance:
+                current = InstanceBuild(instance)
+            current = await self._build_instance(current)
+            if current.done:
+                self._build = WatermarkBuild(build.listed, build.position + 1, None)
+            else:
+                self._build = replace(build, current=current)
         await self._save_build()
+        self._log_progress()
         return self._build is not None
 
-    async def _build_instance_step(self, build: Build, instance: ObjectId) -> None:
-        progress = build.progress.get(instance, InstanceProgress())
-        if not progress.ranged:
-            keys = await build_keys(db=self._db, instance=instance)
-            days = [key for key in keys if key is not None]
-            progress = InstanceProgress(
-                ranged=True, low=min(days, default=None), high=max(days, default=None)
-            )
-            progress = replace(progress, undated=None not in keys)
-        elif not progress.undated:
+    async def _build_instance(self, current: InstanceBuild) -> InstanceBuild:
+        """One read of an instance: its undated messages, its first and last day, or a
+        span of its days."""
+        instance = current.instance
+        if not current.undated:
             await self.sync_undated(instance=instance)
-            progress = replace(progress, undated=True)
-        else:
-            assert progress.low is not None and progress.high is not None
-            start = progress.next_day or progress.low
-            end = min(start + self._span * Level.DAY.width, progress.high + Level.DAY.width)
-            synced = await self.sync_days(instance=instance, start=start, end=end)
-            self._span = next_span(
-                span_days=self._span, read=len(synced.docs), target=self.options.build_target
-            )
-            progress = replace(progress, next_day=end)
-        self._build = build.with_progress(instance, progress)
+            return replace(current, undated=True)
+        if not current.ranged:
+            low, high = await _dated_range(db=self._db, instance=instance)
+            return replace(current, ranged=True, low=low, high=high, next=low)
+        assert current.next is not None and current.high is not None
+        end = min(current.next + self._span * _DAY, current.high + _DAY)
+        synced = await self.sync_days(instance=instance, start=current.next, end=end)
+        self._span = _next_span(self._span, read=len(synced.docs), target=self.options.build_target)
+        return replace(current, next=end)
+
+    def _log_progress(self) -> None:
         now = time.monotonic()
-        if now - self._logged_at >= 5.0:
+        if self._build is not None and now - self._logged_at >= 5.0:
             _log.info("rollups: building, %.1f%% done", self._build.percent())
             self._logged_at = now
 
     async def _save_build(self) -> None:
-        async with self._db.client.start_session(causal_consistency=False) as session:
-            await save_state(
-                db=self._db,
-                holder=self.holder,
-                token=None,
-                applied_at=None,
-                build=self._build,
-                saved=self._saved,
-                session=session,
-            )
-        self._saved = self._build
+        fields = {
+            "wbuild": None if self._build is None else self._build.as_doc(),
+            "status": "ready" if self._build is None else "building",
+        }
+        result = await self._db[STATE_COLLECTION].update_one(
+            {**STATE_ID, "holder": self.holder}, {"$set": fields}
+        )
+        if result.matched_count != 1:
+            raise LeaseLost(f"rollup_state was taken over from {self.holder}")
 
 
 async def ensure_watermark_indexes(*, db: Database) -> None:
@@ -628,18 +564,58 @@ async def ensure_watermark_indexes(*, db: Database) -> None:
 
 def _ledger_op(pair: Pair) -> ReplaceOne[Any] | DeleteOne:
     key, _, after = pair
-    place = message_key(after)
+    place = day_key(after)
     if after is None or place is None:
         return DeleteOne({"_id": key})
     entry = {"_id": key, "i": place[0], "d": place[1], "m": dict(after)}
     return ReplaceOne({"_id": key}, entry, upsert=True)
 
 
-def _distrust(layout_ok: bool, extras: WatermarkState | None) -> str | None:
-    if extras is None:
+def _distrust(state: WatermarkState | None) -> str:
+    if state is None:
         return "no rollups yet"
-    if not layout_ok:
-        return "the rollup layout changed"
-    if extras.source != SOURCE:
+    if state.source != SOURCE:
         return "the rollups were kept by a change stream"
-    return None
+    return "the rollup layout changed"
+
+
+def _next_span(span: int, *, read: int, target: int) -> int:
+    """Days per read after a read of ``read`` messages: doubled while reads are small,
+    halved when they are large (one day to 64)."""
+    if read < target // 2:
+        return min(span * 2, 64)
+    return max(span // 2, 1) if read > target else span
+
+
+async def instances_with_messages(*, db: Database) -> list[ObjectId]:
+    """Every instance some message counts for (a scan of ``messages``)."""
+    cursor = await db.messages.aggregate([{"$group": {"_id": "$instanceId"}}])
+    found = [row["_id"] async for row in cursor]
+    return sorted(instance for instance in found if isinstance(instance, ObjectId))
+
+
+async def _dated_range(
+    *, db: Database, instance: ObjectId
+) -> tuple[datetime | None, datetime | None]:
+    """The UTC days of the first and last dated message of ``instance``."""
+    pipeline: list[dict[str, Any]] = [
+        {"$match": {"instanceId": instance}},
+        {"$match": {"$expr": _DATE}},
+        {"$group": {"_id": None, "low": {"$min": "$timestamp"}, "high": {"$max": "$timestamp"}}},
+    ]
+    rows = await (await db.messages.aggregate(pipeline)).to_list()
+    if not rows:
+        return None, None
+    return floor_to(rows[0]["low"], Level.DAY), floor_to(rows[0]["high"], Level.DAY)
+
+
+async def read_undated(*, db: Database, instance: ObjectId) -> AsyncIterator[dict[str, Any]]:
+    """The messages of ``instance`` without a date (their fields the rollups read)."""
+    pipeline: list[dict[str, Any]] = [
+        {"$match": {"instanceId": instance}},
+        {"$match": {"$expr": {"$not": [_DATE]}}},
+        {"$project": _READ},
+    ]
+    async for doc in await db.messages.aggregate(pipeline):
+        if owner(doc) == instance:
+            yield doc
