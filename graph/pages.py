@@ -3,12 +3,15 @@ a browser) and their static files (``/static/...``), all from files in the packa
 
 No page loads anything from another origin: the GraphiQL build, React and Chart.js are
 vendored into graph/static/vendor/ by ``make assets`` (scripts/vendor_assets.py), and each
-page is sent with a ``Content-Security-Policy`` that allows this origin alone (``data:``
-only for the fonts and images GraphiQL's stylesheet embeds), no inline script and no
-``eval``. One exception, as narrow as it can be: GraphiQL's dialogs (Radix, through
-react-remove-scroll) insert a ``<style>`` element while open; its page gets a fresh nonce
-per response for styles alone, which the bundle puts on that element (it reads the global
-``__webpack_nonce__``, set by graph/static/graphiql.js from the page's meta tag).
+page is sent with a ``Content-Security-Policy`` that allows this origin alone: no inline
+script, no ``eval``, no other host. The dashboard needs nothing more. GraphiQL needs two
+things more, each as narrow as it can be:
+
+- ``data:`` fonts and images: its stylesheet embeds its fonts and two icons that way;
+- a ``<style>`` element its dialogs (Radix, through react-remove-scroll) insert while
+  open: its page gets a fresh nonce per response, for styles alone, which the bundle puts
+  on that element (it reads the global ``__webpack_nonce__``, set by
+  graph/static/graphiql.js from the page's meta tag).
 """
 
 from __future__ import annotations
@@ -31,27 +34,36 @@ __all__ = [
     "PAGE_HEADERS",
     "STATIC",
     "GraphQLWithGraphiQL",
-    "graphiql_policy",
+    "content_security_policy",
     "page_routes",
 ]
 
 STATIC: Final = Path(__file__).parent / "static"
 
-#: Every page's policy: scripts, styles, requests and frames of this origin only.
-CONTENT_SECURITY_POLICY: Final = "; ".join(
-    (
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self'",  # GraphiQL's page adds its nonce here: see graphiql_policy
-        "img-src 'self' data:",
-        "font-src 'self' data:",
-        "connect-src 'self'",
-        "manifest-src 'self'",
-        "base-uri 'none'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
+
+def content_security_policy(*, style_nonce: str | None = None, data: bool = False) -> str:
+    """A page's policy: scripts, styles, requests and frames of this origin only; with
+    ``style_nonce``, style elements bearing it too; with ``data``, ``data:`` fonts and
+    images."""
+    style = f"'self' 'nonce-{style_nonce}'" if style_nonce else "'self'"
+    embedded = "'self' data:" if data else "'self'"
+    return "; ".join(
+        (
+            "default-src 'none'",
+            "script-src 'self'",
+            f"style-src {style}",
+            f"img-src {embedded}",
+            f"font-src {embedded}",
+            "connect-src 'self'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        )
     )
-)
+
+
+#: The dashboard's policy (and that of a static file opened directly).
+CONTENT_SECURITY_POLICY: Final = content_security_policy()
 
 PAGE_HEADERS: Final = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
@@ -78,17 +90,10 @@ class GraphQLWithGraphiQL(MetricsGraphQL):
         nonce = secrets.token_urlsafe(18)
         headers = {
             **PAGE_HEADERS,
-            "Content-Security-Policy": graphiql_policy(nonce),
+            "Content-Security-Policy": content_security_policy(style_nonce=nonce, data=True),
             "Cache-Control": "no-store",
         }
         return HTMLResponse(_graphiql_html().replace(_NONCE_MARK, nonce), headers=headers)
-
-
-def graphiql_policy(nonce: str) -> str:
-    """The page policy, with ``nonce`` allowed for style elements (GraphiQL's dialogs)."""
-    return CONTENT_SECURITY_POLICY.replace(
-        "style-src 'self'", f"style-src 'self' 'nonce-{nonce}'", 1
-    )
 
 
 _NONCE_MARK = "__CSP_NONCE__"

@@ -78,6 +78,7 @@ async def test_the_dashboard_is_served_with_a_policy_of_this_origin_only(
     policy = _policy(response.headers["content-security-policy"])
     _assert_this_origin_only(policy)
     assert policy["style-src"] == ["'self'"]  # Chart.js needs no inline style element
+    assert policy["img-src"] == policy["font-src"] == ["'self'"]
     assert response.headers["x-content-type-options"] == "nosniff"
     assert "Message Metrics" in response.text
     assert "/static/vendor/chart.js/chart.umd.min.js" in _parse(response.text).references
@@ -95,6 +96,7 @@ async def test_graphiql_is_ours_with_a_fresh_style_nonce_per_page(http: httpx.As
     nonce = page.meta["csp-nonce"]
     assert len(nonce) >= 16
     assert policy["style-src"] == ["'self'", f"'nonce-{nonce}'"]
+    assert policy["img-src"] == policy["font-src"] == ["'self'", "data:"]
     assert _parse(second.text).meta["csp-nonce"] != nonce
     assert first.headers["cache-control"] == "no-store"
 
