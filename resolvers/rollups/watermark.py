@@ -10,8 +10,9 @@ message the rollups count, holding the fields they read, as counted). A message 
 again is a change from its ledger entry to what it is now: nothing when it did not
 change, so polls may overlap and repeat without counting anything twice, and a build,
 the polls and the reconcile may read the same message in any order. The build reads
-the keys of ``build.py`` (an instance's days, its undated messages) the same way, and
-also finds ledger entries of those keys whose message moved or was deleted.
+each instance's undated messages, then its days a span at a time, the same way (and
+also finds ledger entries of those days whose message moved or was deleted), while the
+polls go on between its reads; its progress is ``rollup_state.wbuild``.
 
 Without transactions, a batch is written in steps: ``rollup_state.seq`` is made odd with
 the instances the batch touches in ``dirty`` (only by the lease holder, checked by the
