@@ -32,8 +32,8 @@ from graph.responses import InternalErrors, error_for_path
 from graph.rest import rest_routes
 from graph.settings import Settings
 from resolvers import Database, Unavailable, ensure_indexes, open_client
-from resolvers.rollups.source import RollupSource, reconcile_period
 from resolvers.rollups.service import RollupService
+from resolvers.rollups.source import RollupSource, reconcile_period
 
 __all__ = ["GRAPHQL_PATH", "REST_PREFIXES", "create_app"]
 
