@@ -214,7 +214,9 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
         if target.started is not None:  # /health says why, should it end on its own
             app.state.embedded = target.started
             target.started.watch()
-        click.echo(f"GraphiQL: http://{settings.host}:{listener.getsockname()[1]}/graphql")
+        base = f"http://{settings.host}:{listener.getsockname()[1]}"
+        click.echo(f"Dashboard: {base}/")
+        click.echo(f"GraphiQL: {base}/graphql")
         # uvicorn re-raises SIGTERM once it has shut down; make that unwind this block so
         # the embedded database is stopped too, instead of the process dying on the spot.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
