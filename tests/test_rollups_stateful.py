@@ -25,9 +25,14 @@ from hypothesis.stateful import (
 )
 
 from resolvers import InstanceRef, ensure_indexes, fetch_metrics, open_client
+from resolvers.metrics import fetch_series
+from resolvers.pipeline import combine_metrics
 from resolvers.rollups import read_rollup_metrics
 from resolvers.rollups.consumer import ConsumerOptions, RollupConsumer
 from resolvers.rollups.freshness import check_freshness
+from resolvers.rollups.ranges import read_range_metrics, read_series_tallies
+from resolvers.series import Tally, to_points
+from resolvers.timeranges import Interval, TimeRange, series_bounds
 from tests.factories import NOW
 from tests.strategies import INSTANCE_IDS, as_contract
 from tests.strategies import messages as message_docs
@@ -46,6 +51,14 @@ _advances = st.one_of(
     st.integers(1, 3 * 86_400_000).map(lambda ms: ms * _MS),
     st.sampled_from([timedelta(days=7), timedelta(days=23), timedelta(minutes=15)]),
 )
+
+
+_SERIES_SPANS = {
+    Interval.HOUR: timedelta(days=2),
+    Interval.DAY: timedelta(days=20),
+    Interval.WEEK: timedelta(days=60),
+    Interval.MONTH: timedelta(days=150),
+}
 
 
 class Crash(Exception):
@@ -156,6 +169,57 @@ class RollupsMachine(RuleBasedStateMachine):
     def query(self, picked: list[ObjectId]) -> None:
         """A request for some instances: the rollups may answer it, and do so exactly."""
         self._check([picked, *([i] for i in picked)])
+
+    @rule(
+        picked=st.lists(st.sampled_from(QUERIED), min_size=1, max_size=3, unique=True),
+        low=_dates,
+        length=st.one_of(
+            st.integers(0, 20 * 86_400_000), st.sampled_from([0, 1, 900_000, 86_400_000])
+        ),
+    )
+    def query_range(self, picked: list[ObjectId], low: datetime, length: int) -> None:
+        """Metrics over a range, from the rollups, equal the full scan's."""
+        span = TimeRange(low, low + length * _MS)
+        refs = self._refs(picked)
+        self.run(settle(self.db, self._consumer()))
+        scan = self.run(fetch_metrics(db=self.db, instances=refs, now=self.now, range=span))
+        found = self.run(read_range_metrics(db=self.db, instances=refs, now=self.now, range=span))
+        rollups = combine_metrics([found[ref.id] for ref in refs])
+        assert as_contract(rollups) == as_contract(scan), (picked, span, self.now)
+
+    @rule(
+        picked=st.lists(st.sampled_from(QUERIED), min_size=1, max_size=3, unique=True),
+        zone=st.sampled_from(["UTC", "Asia/Kolkata", "America/New_York", "Pacific/Chatham"]),
+        interval=st.sampled_from(list(Interval)),
+        low=_dates,
+        length=st.floats(0, 1),
+    )
+    def query_series(
+        self, picked: list[ObjectId], zone: str, interval: Interval, low: datetime, length: float
+    ) -> None:
+        """A series from the rollups equals the full scan's, point by point."""
+        span = TimeRange(low, low + _SERIES_SPANS[interval] * length // _MS * _MS)
+        bounds = series_bounds(range=span, interval=interval, timezone=zone)
+        refs = self._refs(picked)
+        self.run(settle(self.db, self._consumer()))
+        scan = self.run(fetch_series(db=self.db, instances=refs, bounds=bounds))
+        tallies = [Tally() for _ in bounds]
+        if bounds:
+            cuts = [bounds[0][0], *(end for _, end in bounds)]
+            found = self.run(read_series_tallies(db=self.db, instances=refs, cuts=cuts))
+            for parts in found.values():
+                for tally, part in zip(tallies, parts, strict=True):
+                    tally.add(part)
+        assert to_points(bounds, tallies) == scan, (picked, zone, interval, span)
+
+    def _refs(self, picked: list[ObjectId]) -> list[InstanceRef]:
+        return [
+            InstanceRef(id=i, name=str(i), ignore_group_messages=self.ignore[i]) for i in picked
+        ]
+
+    def _consumer(self) -> RollupConsumer:
+        assert self.consumer is not None
+        return self.consumer
 
     @invariant()
     def rollups_equal_the_full_scan(self) -> None:
