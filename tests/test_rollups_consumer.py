@@ -199,8 +199,10 @@ async def test_dropped_collection_rebuilds(
     assert "'drop' event" in caplog.text
 
 
-async def test_build_while_messages_change_is_exact(db: Database) -> None:
-    """Writes of every kind land while the build reads one day span after another."""
+@pytest.mark.parametrize("flush_entries", [60, 100_000], ids=["written often", "in one go"])
+async def test_build_while_messages_change_is_exact(db: Database, flush_entries: int) -> None:
+    """Writes of every kind land while the build reads one span after another, its reads
+    written every few spans or only once the instance is done."""
     rng = random.Random(20261125)
 
     def random_message() -> dict[str, Any]:
@@ -226,7 +228,10 @@ async def test_build_while_messages_change_is_exact(db: Database) -> None:
         else:
             await db.messages.delete_one(target)
 
-    running = _consumer(db)
+    options = ConsumerOptions(
+        idle_poll=0.01, retry_delay=0.05, build_target=4, flush_entries=flush_entries
+    )
+    running = _consumer(db, options=options)
     running.start()
     try:
         during_build = 0
@@ -240,6 +245,44 @@ async def test_build_while_messages_change_is_exact(db: Database) -> None:
         assert during_build >= 100, during_build
     finally:
         await running.stop()
+
+
+async def test_a_build_cut_short_resumes_from_what_it_wrote(db: Database) -> None:
+    """A crash in the middle of a build loses only what was not written yet: the next
+    process goes on from the stored progress (no new rebuild) and ends exact."""
+    rng = random.Random(7)
+    docs = [message(rng.choice([A, B]), days_ago=rng.uniform(0, 60)) for _ in range(400)]
+    await db.messages.insert_many(docs)
+    commits = 0
+
+    async def hook() -> None:
+        nonlocal commits
+        commits += 1
+        if commits == 12:
+            raise Crash
+
+    options = ConsumerOptions(idle_poll=0.01, retry_delay=0.05, build_target=20, flush_entries=40)
+    first = _consumer(db, options=options, fault_hook=hook)
+    first.start()
+    try:
+        await db.messages.insert_one(message(C, days_ago=2))
+        with pytest.raises(Crash):
+            await asyncio.wait_for(asyncio.shield(first.task), 60)  # type: ignore[arg-type]
+    finally:
+        await first.stop()
+    cut = await db.rollup_state.find_one({"_id": "consumer"})
+    assert cut is not None and cut["status"] == "building" and cut["build"]["listed"]
+    await db.messages.update_many({"instanceId": A}, {"$set": {"status": "played"}})
+
+    second = _consumer(db, options=options)
+    second.start()
+    try:
+        await settle(db, second)
+        await assert_exact(db)
+    finally:
+        await second.stop()
+    done = await db.rollup_state.find_one({"_id": "consumer"})
+    assert done is not None and done["generation"] == cut["generation"]
 
 
 async def test_standby_consumer_takes_over_when_the_holder_stops(db: Database) -> None:

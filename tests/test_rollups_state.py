@@ -23,14 +23,20 @@ A, B, C = (ObjectId(f"{n:024x}") for n in range(1, 4))
 DAY = timedelta(days=1)
 D1 = datetime(2026, 11, 1, tzinfo=UTC)
 D3, D5 = D1 + 2 * DAY, D1 + 4 * DAY
+MS = timedelta(milliseconds=1)
 
 
-def test_message_key_is_instance_and_utc_day() -> None:
-    moment = datetime(2026, 11, 3, 23, 59, 59, 999_000, tzinfo=UTC)
-    assert message_key({"instanceId": A, "timestamp": moment}) == (A, D3)
-    # 01:00 UTC on the 4th is the 4th, whatever zone the datetime carries
+def test_message_key_is_instance_and_timestamp_to_the_millisecond() -> None:
+    moment = datetime(2026, 11, 3, 23, 59, 59, 999_999, tzinfo=UTC)
+    assert message_key({"instanceId": A, "timestamp": moment}) == (
+        A,
+        moment.replace(microsecond=999_000),
+    )
     east = datetime(2026, 11, 4, 1, 0, tzinfo=UTC).astimezone(timezone(timedelta(hours=-3)))
-    assert message_key({"instanceId": A, "timestamp": east}) == (A, D3 + DAY)
+    assert message_key({"instanceId": A, "timestamp": east}) == (
+        A,
+        datetime(2026, 11, 4, 1, 0, tzinfo=UTC),
+    )
 
 
 def test_message_key_of_undated_and_unattributed_messages() -> None:
@@ -54,28 +60,32 @@ def test_unlisted_instances_are_built_once_listed() -> None:
     assert build.next_instance() == A
 
 
-def test_instance_progress_builds_outside_its_range_then_undated_then_days() -> None:
-    ranged = InstanceProgress(ranged=True, low=D3, high=D5)
-    assert ranged.built(D1) and ranged.built(D5 + DAY)
-    assert not ranged.built(D3) and not ranged.built(D5) and not ranged.built(None)
-    days = InstanceProgress(ranged=True, low=D3, high=D5, undated=True, next_day=D3 + DAY)
-    assert days.built(None) and days.built(D3) and not days.built(D3 + DAY)
-    assert not days.done and days.fraction() == 1 / 3
-    done = InstanceProgress(ranged=True, low=D3, high=D5, undated=True, next_day=D5 + DAY)
-    assert done.done and done.fraction() == 1.0
+def test_instance_progress_is_an_interval_of_instants_growing_both_ways() -> None:
+    assert not InstanceProgress().built(D1) and not InstanceProgress().built(None)
+    started = InstanceProgress(low=D3, high=D3)
+    assert not started.built(D3) and not started.built(D1) and not started.built(D5)
+    up = InstanceProgress(low=D3, high=D5, undated=True)
+    assert up.built(D3) and up.built(D5 - MS) and not up.built(D5) and not up.built(D3 - MS)
+    assert up.built(None) and not up.done
+    above = InstanceProgress(low=D3, high=D5, above=True)
+    assert above.built(D5 + 400 * DAY) and not above.built(D1)
+    done = InstanceProgress(low=D1, high=D5, undated=True, below=True, above=True)
+    assert done.done and done.built(D1 - 400 * DAY) and done.fraction() == 1.0
 
 
-def test_instance_without_dated_messages_is_done_after_undated() -> None:
-    progress = InstanceProgress(ranged=True, undated=True)
-    assert progress.done and progress.built(D1)
+def test_fraction_is_messages_read_of_the_estimate_and_below_one_until_done() -> None:
+    assert InstanceProgress().fraction() == 0.0
+    assert InstanceProgress(low=D1, high=D1, read=10).fraction() == 0.0  # no estimate
+    assert InstanceProgress(low=D1, high=D3, read=30, estimate=120).fraction() == 0.25
+    assert InstanceProgress(low=D1, high=D3, read=500, estimate=120).fraction() == 0.99
 
 
 def test_build_percent_and_next_instance_follow_progress() -> None:
-    done = InstanceProgress(ranged=True, undated=True)
-    half = InstanceProgress(ranged=True, low=D1, high=D1 + DAY, undated=True, next_day=D1 + DAY)
+    done = InstanceProgress(low=D1, high=D1, below=True, above=True, undated=True)
+    half = InstanceProgress(low=D1, high=D1 + DAY, undated=True, read=50, estimate=100)
     build = Build(listed=(A, B), progress={A: done, B: half})
     assert build.next_instance() == B and build.percent() == 75.0
-    finished = build.with_progress(B, InstanceProgress(ranged=True, undated=True))
+    finished = build.with_progress(B, done)
     assert finished.done and finished.next_instance() is None and finished.percent() == 100.0
     assert build.progress[B] == half  # with_progress made a new Build
 
@@ -84,7 +94,7 @@ async def test_state_round_trips_and_saves_only_what_changed(db: Database) -> No
     assert await read_state(db=db) is None
     async with db.client.start_session() as session:
         await start_build(db=db, holder="h", session=session)
-        first = Build(listed=(A, B), progress={A: InstanceProgress(ranged=True, low=D1)})
+        first = Build(listed=(A, B), progress={A: InstanceProgress(low=D1, high=D3, read=7)})
         await save_state(
             db=db,
             holder="h",
@@ -94,7 +104,8 @@ async def test_state_round_trips_and_saves_only_what_changed(db: Database) -> No
             saved=None,
             session=session,
         )
-        second = first.with_progress(B, InstanceProgress(ranged=True, undated=True))
+        done = InstanceProgress(low=D1, high=D1, below=True, above=True, undated=True)
+        second = first.with_progress(B, done)
         # only B differs from what was saved: only B is written (A stays as stored)
         await save_state(
             db=db,

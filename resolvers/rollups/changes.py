@@ -5,6 +5,10 @@ subtracts ``contribution(before)``; ``Changes`` keeps the sum, with every entry 
 nets to zero dropped. So a status update touches only the status counters, a delete
 cancels its insert to nothing, and a build (inserts of every document) is the same
 fold as the stream.
+
+A build folds only insertions: ``Changes(adds_only=True)`` keeps of their timestamps just
+the smallest and largest per instance and flag (all that first/last need when nothing
+is removed), so a fold of a million messages does not hold a million timestamps.
 """
 
 from __future__ import annotations
@@ -35,9 +39,10 @@ class Changes:
     Counter paths are relative to ``c`` and start with the flag: ``o.n``, ``g.t.text``.
     """
 
-    __slots__ = ("_buckets", "_instances", "_times", "_values")
+    __slots__ = ("_adds_only", "_buckets", "_instances", "_times", "_values")
 
-    def __init__(self) -> None:
+    def __init__(self, *, adds_only: bool = False) -> None:
+        self._adds_only = adds_only
         self._instances: dict[ObjectId, dict[str, int]] = {}
         self._buckets: dict[Level, dict[BucketKey, dict[str, int]]] = {level: {} for level in Level}
         self._values: dict[ValueKey, dict[Flag, int]] = {}
@@ -45,11 +50,20 @@ class Changes:
 
     def add(self, *, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> None:
         """One message went from ``before`` to ``after`` (None = absent)."""
-        self._add(contribution(before), sign=-1)
+        removed = contribution(before)
+        if removed is not None and self._adds_only:
+            raise ValueError("these changes only add messages")
+        self._add(removed, sign=-1)
         self._add(contribution(after), sign=1)
 
     def is_empty(self) -> bool:
         return not (self._instances or self._values or self._times or any(self._buckets.values()))
+
+    def __len__(self) -> int:
+        """Entries held (instances, buckets, values, timestamps): what a write costs."""
+        buckets = sum(len(table) for table in self._buckets.values())
+        times = sum(len(table) for table in self._times.values())
+        return len(self._instances) + buckets + len(self._values) + times
 
     @property
     def instances(self) -> frozenset[ObjectId]:
@@ -74,7 +88,8 @@ class Changes:
         return self._values
 
     def timestamps(self) -> Mapping[tuple[ObjectId, Flag], Mapping[datetime, int]]:
-        """Net number of dated messages added (> 0) or removed (< 0) per timestamp."""
+        """Net number of dated messages added (> 0) or removed (< 0) per timestamp (with
+        ``adds_only``: the smallest and largest timestamp added)."""
         return self._times
 
     def __eq__(self, other: object) -> bool:
@@ -104,7 +119,10 @@ class Changes:
             for level in Level:
                 start = floor_to(part.timestamp, level)
                 _bump(self._buckets[level], (part.instance, start), paths, sign)
-            _bump(self._times, (part.instance, part.flag), [part.timestamp], sign)
+            if self._adds_only:
+                _widen(self._times, (part.instance, part.flag), part.timestamp)
+            else:
+                _bump(self._times, (part.instance, part.flag), [part.timestamp], sign)
         for kind, value in part.values:
             _bump(self._values, (part.instance, kind, value), [part.flag], sign)
 
@@ -120,6 +138,20 @@ def _bump(table: dict[_K, dict[_F, int]], key: _K, fields: list[_F], sign: int) 
             del entry[field]
     if not entry:
         del table[key]
+
+
+def _widen(
+    table: dict[tuple[ObjectId, Flag], dict[datetime, int]],
+    key: tuple[ObjectId, Flag],
+    moment: datetime,
+) -> None:
+    """Keep only the smallest and largest timestamp added under ``key``."""
+    times = table.get(key)
+    if not times:
+        table[key] = {moment: 1}
+    elif moment < min(times) or moment > max(times):
+        low, high = min(min(times), moment), max(max(times), moment)
+        table[key] = {low: 1, high: 1}
 
 
 def next_extreme(

@@ -42,7 +42,14 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
 
 from resolvers.db import Database
-from resolvers.rollups.backfill import Days, Window, next_span, read_next_step, route
+from resolvers.rollups.backfill import (
+    Span,
+    Sweep,
+    Window,
+    ensure_undated_index,
+    read_next_step,
+    route,
+)
 from resolvers.rollups.changes import Changes
 from resolvers.rollups.events import RebuildNeeded, decode_event
 from resolvers.rollups.lease import (
@@ -98,8 +105,13 @@ class ConsumerOptions:
     renew_every: float = 3.0
     refresh_every: float = 0.2
     """Seconds between idle refreshes of ``rollup_state.appliedAt`` for other processes."""
-    build_target: int = 2_000
-    """Messages per build read the day span adapts to (a read is at least one day)."""
+    build_target: int = 5_000
+    """Messages per build read the span of time adapts to (about 0.25 s of SecantusDB)."""
+    flush_entries: int = 100_000
+    """While building an instance, its reads are folded in memory and written (with the
+    progress) once they hold this many entries (buckets, values), or when it is done."""
+    flush_every: float = 300.0
+    """Seconds between such writes at most (what a restart reads again)."""
     retry_delay: float = 1.0
     """Seconds before starting over after a database error."""
 
@@ -303,6 +315,7 @@ class RollupConsumer:
             return
         self._lease_lost = False
         await enable_pre_images(db=self._db)
+        await ensure_undated_index(db=self._db)
         renewer = asyncio.create_task(self._renew())
         try:
             while True:
@@ -417,9 +430,27 @@ class RollupConsumer:
         token: Mapping[str, Any] | None,
         applied_at: Timestamp | None,
         build: Build | None,
+        written: tuple[Changes, ...] = (),
     ) -> None:
+        """Apply ``changes`` (and ``written``: a build's folded reads and the events on
+        their keys) with the position and progress ``build``, in one transaction."""
         async with self._fenced_transaction() as session:
-            await apply_changes(db=self._db, changes=changes, session=session)
+            fenced = time.monotonic()
+
+            async def pause() -> None:  # a long write keeps the lease (renewal waits)
+                nonlocal fenced
+                if time.monotonic() - fenced >= self._options.renew_every:
+                    await fence(
+                        db=self._db,
+                        holder=self.holder,
+                        now=self._clock(),
+                        ttl=self._options.lease_ttl,
+                        session=session,
+                    )
+                    fenced = time.monotonic()
+
+            for part in (changes, *written):
+                await apply_changes(db=self._db, changes=part, session=session, pause=pause)
             await save_state(
                 db=self._db,
                 holder=self.holder,
@@ -449,7 +480,13 @@ class _Follower:
         self._session = session
         self._build = build
         self._window: Window | None = None
-        self._span = 1
+        options = consumer._options
+        self._sweep = Sweep(target=options.build_target)
+        self._folded = Changes(adds_only=True)
+        """Reads of the instance being built, not written yet (``_saved_build`` does not
+        count their keys as built), and ``_deferred`` the events on those keys."""
+        self._deferred = Changes()
+        self._flushed_at = time.monotonic()
         self._refreshed_at = 0.0
         self._refreshed: Timestamp | None = None
         self._logged_at = 0.0
@@ -501,17 +538,16 @@ class _Follower:
                     doc_id=event["documentKey"]["_id"],
                     build=self._build,
                     window=self._window,
+                    saved=self._consumer._saved_build,
+                    deferred=self._deferred,
                 )
         if batch.events and batch.resumed_from is not None:
             await self._guard_history(batch.resumed_from)
-        build = self._finish_window(changes) if batch.caught_up else self._build
-        if batch.events or build is not self._build:
-            await self._consumer._commit(
-                changes=changes,
-                token=self._stream.resume_token,
-                applied_at=batch.coverage,
-                build=build,
-            )
+        before = self._build
+        build = self._finish_window() if batch.caught_up else before
+        flush = build is not before and self._flush_due(before, build)
+        if batch.events or flush:
+            await self._commit(changes, batch, build if flush else self._consumer._saved_build)
         self._build = self._consumer._build = build
         self._consumer._phase = "ready" if build is None else "building"
         self._consumer._failures, self._consumer._error = 0, None
@@ -522,20 +558,47 @@ class _Follower:
         if batch.coverage is not None:
             await self._consumer.position.publish(batch.coverage)
 
-    def _finish_window(self, changes: Changes) -> Build | None:
+    async def _commit(self, changes: Changes, batch: _Batch, build: Build | None) -> None:
+        """Commit a batch; with the build progress past what is saved, also write the
+        folded reads and the events on their keys (a flush)."""
+        consumer = self._consumer
+        flush = build is not consumer._saved_build
+        written = (self._folded, self._deferred) if flush else ()
+        await consumer._commit(
+            changes=changes,
+            token=self._stream.resume_token,
+            applied_at=batch.coverage,
+            build=build,
+            written=written,
+        )
+        if flush:
+            self._folded, self._deferred = Changes(adds_only=True), Changes()
+            self._flushed_at = time.monotonic()
+
+    def _finish_window(self) -> Build | None:
         window, build = self._window, self._build
         if window is None or build is None:
             return build
-        window.fold(changes)
+        window.fold(self._folded)
         self._window = None
-        if isinstance(window.step, Days):
-            options = self._consumer._options
-            self._span = next_span(
-                span_days=self._span, read=len(window), target=options.build_target
-            )
-        advanced = window.step.advance(build)
+        if isinstance(window.step, Span):
+            self._sweep.observe(window.step, len(window))
+        advanced = window.advance(build)
         self._log_progress(advanced)
         return None if advanced.done else advanced
+
+    def _flush_due(self, before: Build | None, after: Build | None) -> bool:
+        """Whether to write the folded reads now: the build is done, the instances were
+        just listed, an instance is done, they hold many entries, or it has been a while.
+        (Until then they are only in memory: a restart reads them again.)"""
+        if before is None or after is None or after.listed is None:
+            return after is None
+        if before.listed is None or before.next_instance() != after.next_instance():
+            return True
+        options = self._consumer._options
+        held = len(self._folded) + len(self._deferred)
+        late = time.monotonic() - self._flushed_at >= options.flush_every
+        return held >= options.flush_entries or late
 
     def _log_progress(self, build: Build) -> None:
         """Build progress in the logs: every 5 seconds, and when it is done."""
@@ -548,13 +611,12 @@ class _Follower:
         """Read the next build step, or refresh the position and, when nothing came in,
         rest a moment before polling again."""
         if self._build is not None and self._window is None:
+            consumer = self._consumer
             self._window = await read_next_step(
-                db=self._consumer._db, build=self._build, span_days=self._span
+                db=consumer._db, build=self._build, sweep=self._sweep, now=consumer._clock()
             )
             if self._window is None:  # nothing left to read: the build is complete
-                await self._consumer._commit(
-                    changes=Changes(), token=self._stream.resume_token, applied_at=None, build=None
-                )
+                await self._commit(Changes(), _Batch([], True, None), None)
                 self._build = self._consumer._build = None
                 self._consumer._phase = "ready"
             return

@@ -5,11 +5,13 @@ write at or before it is in the rollups of every built instance), ``status``
 (``building`` or ``ready``), the lease holder that wrote it, the layout version, and
 while building, which keys are built.
 
-A key is one instance and one UTC day, or the instance's undated messages. A build
-first lists the instances (every other instance is then built: it has no messages),
-then per instance finds its first and last dated day (days outside are built: empty),
-reads its undated messages, and then its days in order, so the built part of an
-instance is described by four values (``InstanceProgress``).
+A key is one instance and the timestamp of a dated message (to the millisecond), or the
+instance's undated messages. A build first lists the instances (every other instance is
+then built: it has no messages); then per instance it surveys its history (a few narrow
+reads that estimate how many messages it has, for the percentage), reads its undated
+messages, and sweeps its dated ones outward from a pivot instant in spans of time: up
+to the last message, then down to the first. The built part of an instance is therefore
+an interval of instants plus a few flags (``InstanceProgress``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from resolvers.db import Database
 from resolvers.rollups.contribution import dated, owner
-from resolvers.rollups.keys import Level, floor_to
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -42,14 +43,14 @@ __all__ = [
 ]
 
 STATE_COLLECTION = "rollup_state"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Bumped when the rollup layout changes: a stored state of another version is rebuilt."""
 
 _ID = "consumer"
 
 Status = Literal["building", "ready"]
 MessageKey = tuple[ObjectId, datetime | None]
-"""(instance, UTC day start), the day None for undated messages."""
+"""(instance, timestamp to the millisecond), the timestamp None for undated messages."""
 
 
 def message_key(doc: Mapping[str, Any] | None) -> MessageKey | None:
@@ -57,49 +58,48 @@ def message_key(doc: Mapping[str, Any] | None) -> MessageKey | None:
     instance = None if doc is None else owner(doc)
     if doc is None or instance is None:
         return None
-    moment = dated(doc)
-    return instance, None if moment is None else floor_to(moment, Level.DAY)
+    return instance, dated(doc)
 
 
 @dataclass(frozen=True, slots=True)
 class InstanceProgress:
     """The built keys of one instance.
 
-    ``ranged``: its first and last dated days ``low``/``high`` are known (both None when
-    it had no dated messages), so the days outside them are built; ``undated``: its
-    undated key is built; ``next_day``: the days from ``low`` up to (excluding) this
-    one are built (None = none of them yet).
+    ``low``/``high``: the dated messages in ``[low, high)`` are built (None: the sweep has
+    not started); ``below``/``above``: so are all before ``low`` / from ``high`` on;
+    ``undated``: its undated key is built. ``read`` messages were read so far, of about
+    ``estimate`` (the survey's guess, only for the percentage).
     """
 
-    ranged: bool = False
     low: datetime | None = None
     high: datetime | None = None
+    below: bool = False
+    above: bool = False
     undated: bool = False
-    next_day: datetime | None = None
+    read: int = 0
+    estimate: int = 0
 
-    def built(self, day: datetime | None) -> bool:
-        if day is None:
+    def built(self, moment: datetime | None) -> bool:
+        if moment is None:
             return self.undated
-        if not self.ranged:
+        if self.low is None or self.high is None:
             return False
-        if self.low is None or self.high is None or day < self.low or day > self.high:
-            return True
-        return self.next_day is not None and day < self.next_day
+        if moment < self.low:
+            return self.below
+        return self.above if moment >= self.high else True
 
     @property
     def done(self) -> bool:
-        days_done = self.high is None or (self.next_day is not None and self.next_day > self.high)
-        return self.ranged and self.undated and days_done
+        return self.low is not None and self.undated and self.below and self.above
 
     def fraction(self) -> float:
-        """How much of the instance is built, between 0 and 1 (days counted evenly)."""
+        """How much of the instance is built, between 0 and 1 (by messages read against
+        the estimate; below 1 until it is done)."""
         if self.done:
             return 1.0
-        if not self.ranged or not self.undated or self.low is None or self.high is None:
+        if self.low is None or self.estimate <= 0:
             return 0.0
-        total = (self.high - self.low) / Level.DAY.width + 1
-        built = 0 if self.next_day is None else (self.next_day - self.low) / Level.DAY.width
-        return min(built / total, 1.0)
+        return min(self.read / self.estimate, 0.99)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,11 +270,13 @@ def _build_doc(build: Build) -> dict[str, Any]:
 
 def _progress_doc(progress: InstanceProgress) -> dict[str, Any]:
     return {
-        "ranged": progress.ranged,
         "low": progress.low,
         "high": progress.high,
+        "below": progress.below,
+        "above": progress.above,
         "undated": progress.undated,
-        "next": progress.next_day,
+        "read": progress.read,
+        "estimate": progress.estimate,
     }
 
 
@@ -302,9 +304,11 @@ def _build_from(doc: Mapping[str, Any]) -> Build:
 
 def _progress_from(doc: Mapping[str, Any]) -> InstanceProgress:
     return InstanceProgress(
-        ranged=bool(doc.get("ranged")),
         low=doc.get("low"),
         high=doc.get("high"),
+        below=bool(doc.get("below")),
+        above=bool(doc.get("above")),
         undated=bool(doc.get("undated")),
-        next_day=doc.get("next"),
+        read=int(doc.get("read", 0)),
+        estimate=int(doc.get("estimate", 0)),
     )
