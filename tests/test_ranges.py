@@ -15,8 +15,9 @@ from resolvers.metrics import distinct_instances
 from resolvers.pipeline import combine_metrics
 from resolvers.rollups import build_rollups, drop_rollups
 from resolvers.rollups.keys import Level, ceil_to, floor_to
-from resolvers.rollups.ranges import read_range_metrics
-from resolvers.timeranges import TimeRange
+from resolvers.rollups.ranges import read_instance_counts, read_range_metrics
+from resolvers.rollups.service import RollupService
+from resolvers.timeranges import InstanceSummary, TimeRange
 from tests.factories import NOW
 from tests.reference import reference_metrics
 from tests.strategies import INSTANCE_IDS, as_contract, messages, near, selections, time_ranges
@@ -143,3 +144,65 @@ async def test_first_and_last_inside_a_range_are_found_by_drilling_down(db: Data
     ]:
         got = await _from_rollups(db, [ref], now=NOW, range=TimeRange(low, high))
         assert (got.first_message_at, got.last_message_at) == expected, (low, high)
+
+
+@_settings(25)
+@given(data=st.data(), selection=selections)
+async def test_metrics_by_instance_are_each_instance_alone_and_sum_to_metrics(
+    db: Database, data: st.DataObject, selection: list[tuple[ObjectId, bool]]
+) -> None:
+    docs = data.draw(st.lists(messages(dates=_dates), max_size=25), label="docs")
+    low, high = data.draw(time_ranges(_range_ends), label="range")
+    await _load(db, docs)
+    refs = _refs(selection)[0]
+    service = RollupService(db=db, consumer=None)
+
+    for span in (None, TimeRange(low, high)):
+        each = await service.metrics_by_instance(instances=refs, now=NOW, range=span)
+        alone = [
+            reference_metrics(
+                docs,
+                instances=[(ref.id, ref.ignore_group_messages)],
+                now=NOW,
+                range=None if span is None else (low, high),
+            )
+            for ref in refs
+        ]
+        assert [as_contract(result) for result in each] == alone, span
+        whole = await service.metrics(instances=refs, now=NOW, range=span)
+        assert as_contract(combine_metrics(each)) == as_contract(whole), span
+
+
+@_settings(25)
+@given(docs=st.lists(messages(dates=_dates), max_size=25), selection=selections)
+async def test_instance_summaries_are_what_metrics_reports_for_each_instance(
+    db: Database, docs: list[dict[str, Any]], selection: list[tuple[ObjectId, bool]]
+) -> None:
+    await _load(db, docs)
+    await db.instances.delete_many({})
+    created = {INSTANCE_IDS[0]: NOW, INSTANCE_IDS[1]: "not a date"}
+    await db.instances.insert_many(
+        [
+            {"_id": i, "name": str(i), "tokenHash": str(i), "createdAt": when}
+            for i, when in created.items()
+        ]
+    )
+    refs = _refs(selection)[0]
+    expected = []
+    for ref in refs:
+        alone = reference_metrics(docs, instances=[(ref.id, ref.ignore_group_messages)], now=NOW)
+        expected.append(
+            InstanceSummary(
+                name=ref.name,
+                ignore_group_messages=ref.ignore_group_messages,
+                created_at=NOW if ref.id == INSTANCE_IDS[0] else None,
+                total_messages=alone["totalMessages"],
+                last_message_at=alone["lastMessageAt"],
+            )
+        )
+
+    assert await RollupService(db=db, consumer=None).summaries(instances=refs) == expected
+    counts = await read_instance_counts(db=db, instances=refs)
+    assert [(counts[ref.id].total_messages, counts[ref.id].last_message_at) for ref in refs] == [
+        (summary.total_messages, summary.last_message_at) for summary in expected
+    ]

@@ -14,8 +14,8 @@ What buckets cannot tell is read otherwise:
   messages inside the range, whose messages are read raw;
 - unique counts within a range: the instance's all-time counts when the range holds
   every message of the instance (from at or before its first, to after its last, and no
-  undated ones), else a distinct count over the range's raw messages (an aggregation on
-  the instanceId + timestamp index: it costs what the range holds).
+  undated ones), else the distinct values of the range's raw messages (read on the
+  instanceId + timestamp index: it costs what the range holds).
 
 ``ignoreGroupMessages`` is applied by reading flag ``o`` only, as in ``read.py``.
 """
@@ -38,15 +38,13 @@ from resolvers.pipeline import (
     KNOWN_STATUSES,
     KNOWN_TYPES,
     MetricsResult,
-    build_range_pipeline,
     empty_metrics,
     order_counts,
-    read_metrics,
 )
-from resolvers.rollups.contribution import FLAGS, Flag, contribution, dated, flag_of
+from resolvers.rollups.contribution import FLAGS, KINDS, Flag, contribution, dated, flag_of
 from resolvers.rollups.keys import EPOCH, Level, decode_key, to_millis
 from resolvers.rollups.read import WINDOWS
-from resolvers.rollups.store import BUCKETS, INSTANCES, find_by_ids, read_raw
+from resolvers.rollups.store import BUCKETS, INSTANCES, find_by_ids, iter_raw, read_raw
 from resolvers.rollups.terms import Piece, Terms, interval_terms, series_terms
 from resolvers.series import Tally, nonzero
 from resolvers.timeranges import TimeRange
@@ -71,6 +69,15 @@ _RAW_FIELDS = {
     "type": 1,
     "status": 1,
     "media": 1,
+}
+_VALUE_FIELDS = {
+    "_id": 0,
+    "instanceId": 1,
+    "timestamp": 1,
+    "chatId": 1,
+    "isGroup": 1,
+    "fromMe": 1,
+    "sender": 1,
 }
 _EXTREME_FIELDS = {"_id": 0, "instanceId": 1, "timestamp": 1, "isGroup": 1}
 _PARTS = {"_id": 0, "t": 1, "n": 1, "c.o.n": 1, "c.g.n": 1}
@@ -321,12 +328,23 @@ def _stored_uniques(doc: Mapping[str, Any], flags: tuple[Flag, ...]) -> tuple[in
 async def _raw_uniques(
     db: Database, ref: InstanceRef, range: TimeRange, session: AsyncClientSession | None
 ) -> tuple[int, int, int]:
-    """Distinct chats, groups and contacts of the range's messages, counted raw."""
-    now = range.end  # the windows are not asked for
-    pipeline = build_range_pipeline(instance=ref, now=now, range=range, counters=False)
-    rows = await (await db.messages.aggregate(pipeline, session=session)).to_list()
-    result = read_metrics(rows[0] if rows else {})
-    return result.unique_chats, result.unique_groups, result.unique_contacts
+    """Distinct chats, groups and contacts of the range's messages, read raw (an index
+    range scan; on SecantusDB faster than a distinct count in an aggregation)."""
+    flags = _flags(ref)
+    found: dict[str, set[str]] = {kind: set() for kind in KINDS}
+    async for doc in iter_raw(
+        db=db,
+        instance=ref.id,
+        start=range.start,
+        end=range.end,
+        projection=_VALUE_FIELDS,
+        session=session,
+    ):
+        part = contribution(doc)
+        if part is not None and part.flag in flags:
+            for kind, value in part.values:
+                found[kind].add(value)
+    return len(found["chat"]), len(found["group"]), len(found["contact"])
 
 
 # --- first and last within a range --------------------------------------------------
