@@ -76,6 +76,8 @@ def encode_key(key: str) -> str:
 
 def decode_key(field: str) -> str:
     """The key ``encode_key`` turned into ``field``."""
+    if "%" not in field:  # most keys: nothing was escaped
+        return field
     return _ESCAPED.sub(lambda match: _UNESCAPES[match.group(0)], field)
 
 

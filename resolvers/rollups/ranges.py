@@ -171,7 +171,8 @@ def bucket_tally(doc: Mapping[str, Any], flags: tuple[Flag, ...]) -> Tally:
     for flag in flags:
         counters = _get(doc, f"c.{flag}") or {}
         for name in ("n", "s", "r", "i", "m"):
-            tally.counters[name] += int(counters.get(name) or 0)
+            if name in counters:
+                tally.counters[name] += int(counters[name])
         if flag == "g":
             tally.counters["g"] += int(counters.get("n") or 0)
         for field, target in (("t", tally.types), ("st", tally.statuses), ("mt", tally.media)):
