@@ -206,3 +206,23 @@ async def test_instance_summaries_are_what_metrics_reports_for_each_instance(
     assert [(counts[ref.id].total_messages, counts[ref.id].last_message_at) for ref in refs] == [
         (summary.total_messages, summary.last_message_at) for summary in expected
     ]
+
+
+async def test_a_range_of_millennia_reads_only_the_instances_history(db: Database) -> None:
+    a = INSTANCE_IDS[0]
+    docs = [
+        {"instanceId": a, "chatId": "x@s.whatsapp.net", "isGroup": False, "timestamp": NOW},
+        {"instanceId": a, "timestamp": NOW - timedelta(days=40)},
+        {"instanceId": a, "timestamp": "undated"},
+    ]
+    await _load(db, docs)
+    ref = InstanceRef(id=a, name="a", ignore_group_messages=False)
+    span = TimeRange(datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC))
+
+    got = await _from_rollups(db, [ref], now=NOW, range=span)
+
+    expected = reference_metrics(
+        docs, instances=[(a, False)], now=NOW, range=(span.start, span.end)
+    )
+    assert as_contract(got) == expected
+    assert (got.total_messages, got.unique_chats) == (2, 1)

@@ -42,7 +42,7 @@ from resolvers.pipeline import (
     order_counts,
 )
 from resolvers.rollups.contribution import FLAGS, KINDS, Flag, contribution, dated, flag_of
-from resolvers.rollups.keys import EPOCH, Level, decode_key, to_millis
+from resolvers.rollups.keys import EPOCH, Level, ceil_to, decode_key, floor_to, to_millis
 from resolvers.rollups.read import WINDOWS
 from resolvers.rollups.store import BUCKETS, INSTANCES, find_by_ids, iter_raw, read_raw
 from resolvers.rollups.terms import Piece, Terms, interval_terms, series_terms
@@ -275,12 +275,13 @@ async def _one_range(
     unique: bool,
     session: AsyncClientSession | None,
 ) -> MetricsResult:
-    if range.start >= range.end or not doc:
-        return empty_metrics()
     flags = _flags(ref)
-    main = interval_terms(range.start, range.end)
+    held = _held(doc, flags, range)
+    if held is None:
+        return empty_metrics()
+    main = interval_terms(held.start, held.end)
     windows = {
-        name: interval_terms(max(range.start, now - span), range.end)
+        name: interval_terms(max(held.start, now - span), held.end)
         for name, span in WINDOWS.items()
     }
     pieces = {piece for terms in (main, *windows.values()) for piece in terms}
@@ -293,7 +294,7 @@ async def _one_range(
         if everything == total.counters["n"]:  # every message, none undated: all time
             uniques = _stored_uniques(doc, flags)
         else:
-            uniques = await _raw_uniques(db, ref, range, session)
+            uniques = await _raw_uniques(db, ref, held, session)
     return MetricsResult(
         total_messages=total.counters["n"],
         messages_sent=total.counters["s"],
@@ -312,6 +313,18 @@ async def _one_range(
         first_message_at=first,
         last_message_at=last,
     )
+
+
+def _held(doc: Mapping[str, Any], flags: tuple[Flag, ...], range: TimeRange) -> TimeRange | None:
+    """``range`` cut to the UTC months from the instance's first dated message to its
+    last (None: it has no dated message there): a range of centuries reads no more than
+    the instance's history."""
+    firsts, lasts = _stored(doc, "first", flags), _stored(doc, "last", flags)
+    if not firsts or not lasts:
+        return None
+    low = max(range.start, floor_to(min(firsts), Level.MONTH))
+    high = min(range.end, ceil_to(max(lasts) + _MS, Level.MONTH))
+    return TimeRange(low, high) if low < high else None
 
 
 def _stored(doc: Mapping[str, Any], name: str, flags: tuple[Flag, ...]) -> list[datetime]:
