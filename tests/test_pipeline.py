@@ -7,7 +7,14 @@ from datetime import timedelta
 from bson import ObjectId
 
 from resolvers import InstanceRef, build_metrics_pipeline
-from resolvers.pipeline import KNOWN_STATUSES, KNOWN_TYPES, empty_metrics, read_metrics
+from resolvers.pipeline import (
+    KNOWN_STATUSES,
+    KNOWN_TYPES,
+    build_range_pipeline,
+    empty_metrics,
+    read_metrics,
+)
+from resolvers.timeranges import TimeRange
 from tests.factories import NOW
 
 A, B = ObjectId(), ObjectId()
@@ -57,3 +64,19 @@ def test_empty_metrics_are_zero_with_every_known_key() -> None:
     assert empty.total_messages == 0 and empty.unique_contacts == 0
     assert empty.messages_by_status == dict.fromkeys(KNOWN_STATUSES, 0)
     assert empty.first_message_at is None and empty.last_message_at is None
+
+
+def test_a_range_is_matched_by_an_equality_and_a_range_alone_then_the_odd_cases() -> None:
+    """SecantusDB serves only that first stage from the instanceId + timestamp index."""
+    span = TimeRange(NOW - timedelta(days=30), NOW)
+    pipeline = build_range_pipeline(instance=InstanceRef(A, "a", True), now=NOW, range=span)
+    first, second = pipeline[0]["$match"], pipeline[1]["$match"]
+    assert first == {"instanceId": A, "timestamp": {"$gte": span.start, "$lt": span.end}}
+    assert list(second) == ["$expr"]
+    assert {"$not": [{"$eq": ["$isGroup", True]}]} in second["$expr"]["$and"]
+
+
+def test_unique_counts_can_be_left_out() -> None:
+    pipeline = build_metrics_pipeline(instances=[InstanceRef(A, "a", False)], now=NOW, unique=False)
+    assert set(pipeline[-1]["$facet"]) == {"totals", "byType", "byStatus", "mediaByType"}
+    assert read_metrics({}).unique_chats == 0

@@ -3,7 +3,9 @@
 A request is answered from the rollups for every instance the consumer has built and
 brought up to the request's own cluster time (``freshness.py``); the other instances
 are answered by the full-scan pipeline, and the two parts are summed. Either way the
-answer is exact: the scan is the fallback, never a wrong number.
+answer is exact: the scan is the fallback, never a wrong number. Metrics (with or
+without a time range), metrics per instance, series and instance summaries all read
+their rollup documents in one snapshot with the state that vouches for them.
 """
 
 from __future__ import annotations
