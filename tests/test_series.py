@@ -124,7 +124,7 @@ async def _rollup_series(
     cuts = [bounds[0][0], *(end for _, end in bounds)] if bounds else []
     tallies = [Tally() for _ in bounds]
     if bounds:
-        found = await read_series_tallies(db=db, instances=refs, cuts=cuts, top=top)
+        found = await read_series_tallies(db=db, instances=refs, cuts=cuts, tops=[top])
         for per_instance in found.values():
             for tally, part in zip(tallies, per_instance, strict=True):
                 tally.add(part)
@@ -168,7 +168,7 @@ async def test_series_equal_the_reference_and_sum_to_the_metrics(
 
     scanned = [_as_reference(p) for p in await fetch_series(db=db, instances=refs, bounds=bounds)]
     assert scanned == expected, "full scan"
-    for top in (Level.DAY, Level.MONTH):
+    for top in Level:
         rolled = [_as_reference(p) for p in await _rollup_series(db, refs, bounds, top)]
         assert rolled == expected, f"rollups through {top}"
 

@@ -30,8 +30,12 @@ from resolvers.metrics import (
 from resolvers.pipeline import MetricsResult, combine_metrics, empty_metrics
 from resolvers.rollups.consumer import ConsumerStatus, RollupConsumer, stored_status
 from resolvers.rollups.freshness import check_freshness, confirm, snapshot_reads
-from resolvers.rollups.keys import Level
-from resolvers.rollups.ranges import read_instance_counts, read_range_metrics, read_series_tallies
+from resolvers.rollups.ranges import (
+    SERIES_TOPS,
+    read_instance_counts,
+    read_range_metrics,
+    read_series_tallies,
+)
 from resolvers.rollups.read import read_rollup_metrics
 from resolvers.series import Tally, to_points
 from resolvers.timeranges import (
@@ -178,12 +182,15 @@ class RollupService:
         if not bounds or not instances:
             return to_points(bounds, [Tally() for _ in bounds])
         cuts = [bounds[0][0], *(end for _, end in bounds)]
-        top = Level.MONTH if interval is Interval.MONTH else Level.DAY
         refs = distinct_instances(instances)
         _, found = await self._snapshot(
             refs,
             lambda chosen, session: read_series_tallies(
-                db=self._db, instances=chosen, cuts=cuts, top=top, session=session
+                db=self._db,
+                instances=chosen,
+                cuts=cuts,
+                tops=SERIES_TOPS[interval],
+                session=session,
             ),
         )
         tallies = [Tally() for _ in bounds]

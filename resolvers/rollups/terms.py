@@ -1,12 +1,12 @@
 """Any interval as a signed sum of rollup buckets and short raw slices (pure).
 
-Every instant ``x`` is written as a boundary of a ``top`` level (a UTC day or month)
-plus or minus finer pieces: ``[day, x)`` = hours + quarters + a raw slice, where each
+Every instant ``x`` is written as a boundary of a ``top`` level (a UTC quarter, hour,
+day or month) plus or minus finer pieces: ``[day, x)`` = hours + quarters + a raw slice, where each
 level may also be reached from above (the next boundary minus the pieces between),
 whichever needs fewer documents: ``18:30`` is the next day minus 5 hours and 2 quarters
 rather than 18 hours and 2 quarters. An interval ``[a, b)`` is ``pieces(b) - pieces(a)``
 plus the whole ``top`` buckets between their anchors; pieces that cancel are dropped.
-A raw slice is at most half a quarter hour, and only at an instant that is not on a
+Raw slices add up to at most half a quarter hour at an instant that is not on a
 quarter boundary (every local boundary of the timezones in use is).
 
 Times are whole milliseconds since the epoch here (the arithmetic runs once per
@@ -29,7 +29,9 @@ _QUARTER, _HOUR, _DAY = 900_000, 3_600_000, 86_400_000
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
 _FINER = {Level.HOUR: _QUARTER, Level.DAY: _HOUR, Level.MONTH: _DAY}
 _WIDTH = {Level.QUARTER: _QUARTER, Level.HOUR: _HOUR, Level.DAY: _DAY}
-_LEVELS = {
+_LEVELS: dict[Level, tuple[Level, ...]] = {
+    Level.QUARTER: (),
+    Level.HOUR: (Level.HOUR,),
     Level.DAY: (Level.HOUR, Level.DAY),
     Level.MONTH: (Level.HOUR, Level.DAY, Level.MONTH),
 }
@@ -65,13 +67,14 @@ _Edge = tuple[int, Terms]
 def interval_terms(low: datetime, high: datetime) -> Terms:
     """``[low, high)`` as the fewest signed pieces found (instants rounded to whole
     milliseconds), through days or through months."""
-    found = [series_terms([low, high], top=top)[0] for top in _LEVELS]
+    found = [series_terms([low, high], top=top)[0] for top in (Level.DAY, Level.MONTH)]
     return min(found, key=len)
 
 
 def series_terms(cuts: Sequence[datetime], *, top: Level = Level.DAY) -> list[Terms]:
     """The terms of each point ``[cuts[k], cuts[k + 1])``, through whole buckets of
-    ``top`` (DAY or MONTH); each cut is worked out once."""
+    ``top`` (any level: QUARTER sums the quarters of each point); each cut is worked out
+    once."""
     moments = [to_millis(cut) for cut in cuts]
     edges = [_edge(moment, top=top) for moment in moments]
     terms: list[Terms] = []
@@ -86,9 +89,17 @@ def series_terms(cuts: Sequence[datetime], *, top: Level = Level.DAY) -> list[Te
 
 
 def _within_quarter(a: int, b: int) -> Terms:
-    if a % _QUARTER == 0 and b - a == _QUARTER:
-        return {Piece(a, b, Level.QUARTER): 1}
-    return {Piece(a, b, None): 1}
+    """``[a, b)`` inside one quarter: raw, or the quarter minus the raw slices outside
+    it, whichever reads fewer raw messages."""
+    start = a - a % _QUARTER
+    end = start + _QUARTER
+    if b - a <= (a - start) + (end - b):
+        return {Piece(a, b, None): 1}
+    terms = {Piece(start, end, Level.QUARTER): 1}
+    for low, high in ((start, a), (b, end)):
+        if low < high:
+            terms[Piece(low, high, None)] = -1
+    return terms
 
 
 def _between(left: _Edge, right: _Edge, *, top: Level) -> Terms:
