@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +57,43 @@ SERVICE_ENV = {
 METRICS = f"query M($instances: [String!]) {{ metrics(instances: $instances) {{{LEGACY_FIELDS}}} }}"
 
 
+_SERIES = (
+    "query S($i: [String!], $r: TimeRange!, $v: Interval!, $z: String!) {"
+    " series(instances: $i, range: $r, interval: $v, timezone: $z)"
+    " { points { start totalMessages messagesSent messagesReceived"
+    " messagesByType { key count } messagesByStatus { key count } } } }"
+)
+_RANGE = (
+    "query R($i: [String!], $r: TimeRange!) {"
+    f" metrics(instances: $i, range: $r) {{{LEGACY_FIELDS}}} }}"
+)
+_RANGE_COUNTERS = (
+    "query C($i: [String!], $r: TimeRange!) { metrics(instances: $i, range: $r) {"
+    " totalMessages messagesSent messagesReceived groupMessages individualMessages"
+    " messagesWithMedia messagesByType { key count } messagesByStatus { key count }"
+    " mediaByType { key count } messagesLast7Days messagesLast30Days"
+    " firstMessageAt lastMessageAt } }"
+)
+
+
 def extra_queries(*, instance: str) -> list[tuple[str, str, dict[str, Any]]]:
     """Issue 10's figures: (label, GraphQL query, variables) measured on the largest
     instance in the same rounds as ``metrics``, each held to p50 ≤ 10x health p50: series
     DAY over 90 days and HOUR over 7 days in UTC and Asia/Kolkata, metrics over a 30-day
-    range. Empty until that schema exists."""
-    return []
+    range (every field, and without the unique counts, which a range reads raw)."""
+    now = datetime.now(UTC)
+
+    def days(n: int) -> dict[str, str]:
+        return {"from": (now - timedelta(days=n)).isoformat(), "to": now.isoformat()}
+
+    queries = [
+        (f"series {interval} {span}d {zone}", _SERIES, {"r": days(span), "v": interval, "z": zone})
+        for interval, span in (("DAY", 90), ("HOUR", 7))
+        for zone in ("UTC", "Asia/Kolkata")
+    ]
+    queries.append(("metrics 30d range", _RANGE, {"r": days(30)}))
+    queries.append(("metrics 30d range, no unique counts", _RANGE_COUNTERS, {"r": days(30)}))
+    return [(label, text, {"i": [instance], **variables}) for label, text, variables in queries]
 
 
 # --- data ---------------------------------------------------------------------------
