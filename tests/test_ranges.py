@@ -226,3 +226,39 @@ async def test_a_range_of_millennia_reads_only_the_instances_history(db: Databas
     )
     assert as_contract(got) == expected
     assert (got.total_messages, got.unique_chats) == (2, 1)
+
+
+async def test_a_message_in_the_last_month_of_the_calendar_breaks_no_range(
+    db: Database,
+) -> None:
+    """An odd timestamp in December 9999 (the month with no month after it) neither
+    poisons the ranges of its instance nor fails a range that reaches it."""
+    a = INSTANCE_IDS[0]
+    end_of_time = datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC)
+    docs = [
+        {"instanceId": a, "chatId": "x@s.whatsapp.net", "isGroup": False, "timestamp": NOW},
+        {"instanceId": a, "chatId": "y@s.whatsapp.net", "isGroup": False, "timestamp": end_of_time},
+        {
+            "instanceId": a,
+            "chatId": "z@s.whatsapp.net",
+            "isGroup": False,
+            "timestamp": datetime(9999, 12, 2, tzinfo=UTC),
+        },
+    ]
+    await _load(db, docs)
+    ref = InstanceRef(id=a, name="a", ignore_group_messages=False)
+    service = RollupService(db=db, consumer=None)
+
+    for low, high in [
+        (NOW - timedelta(days=1), NOW + timedelta(days=1)),
+        (datetime(1, 1, 1, tzinfo=UTC), end_of_time),
+        (datetime(9999, 12, 1, tzinfo=UTC), end_of_time),
+        (datetime(9999, 12, 2, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC)),
+    ]:
+        expected = reference_metrics(docs, instances=[(a, False)], now=NOW, range=(low, high))
+        got = await _from_rollups(db, [ref], now=NOW, range=TimeRange(low, high))
+        assert as_contract(got) == expected, (low, high)
+        [each] = await service.metrics_by_instance(
+            instances=[ref], now=NOW, range=TimeRange(low, high)
+        )
+        assert as_contract(each) == expected, (low, high)

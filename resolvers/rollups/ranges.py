@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -32,7 +32,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from resolvers.db import Database, translate_driver_errors
 from resolvers.instances import InstanceRef
-from resolvers.metrics import distinct_instances
+from resolvers.metrics import distinct_instances, fetch_metrics
 from resolvers.pipeline import (
     KNOWN_MEDIA_TYPES,
     KNOWN_STATUSES,
@@ -63,6 +63,9 @@ IN_BATCH = 50
 """Bucket starts per ``$in`` (SecantusDB's cost grows with the square of the list)."""
 
 _MS = timedelta(milliseconds=1)
+#: The last month of the calendar: its buckets have no month after them, which the
+#: splitting of a range needs, so a range reaching into it is scanned.
+_LAST_MONTH = datetime(9999, 12, 1, tzinfo=UTC)
 _RAW_FIELDS = {
     "_id": 0,
     "instanceId": 1,
@@ -320,6 +323,8 @@ async def _one_range(
     held = _held(doc, flags, range)
     if held is None:
         return empty_metrics()
+    if held.end > _LAST_MONTH:  # odd timestamps in December 9999, and a range up to them
+        return await fetch_metrics(db=db, instances=[ref], now=now, range=range, unique=unique)
     main = interval_terms(held.start, held.end)
     windows = {
         name: interval_terms(max(held.start, now - span), held.end)
@@ -364,8 +369,17 @@ def _held(doc: Mapping[str, Any], flags: tuple[Flag, ...], range: TimeRange) -> 
     if not firsts or not lasts:
         return None
     low = max(range.start, floor_to(min(firsts), Level.MONTH))
-    high = min(range.end, ceil_to(max(lasts) + _MS, Level.MONTH))
+    high = min(range.end, _month_after(max(lasts), limit=range.end))
     return TimeRange(low, high) if low < high else None
+
+
+def _month_after(moment: datetime, *, limit: datetime) -> datetime:
+    """The end of the UTC month holding ``moment``; ``limit`` when that month is the last
+    of the calendar (December 9999 has no month after it)."""
+    try:
+        return ceil_to(moment + _MS, Level.MONTH)
+    except OverflowError:
+        return limit
 
 
 def _stored(doc: Mapping[str, Any], name: str, flags: tuple[Flag, ...]) -> list[datetime]:
