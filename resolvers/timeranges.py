@@ -15,6 +15,7 @@ real hour of a fold is its own point).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -173,7 +174,8 @@ def _boundaries(start: datetime, *, interval: Interval, tz: ZoneInfo) -> Iterato
 
 def _wall_boundaries(start: datetime, *, interval: Interval, tz: ZoneInfo) -> Iterator[datetime]:
     wall = _floor_wall(start.astimezone(tz).replace(tzinfo=None), interval)
-    wall = _step_wall(wall, interval, back=True)
+    with suppress(OverflowError):  # at the calendar's first boundary, none before it
+        wall = _step_wall(wall, interval, back=True)
     last: datetime | None = None
     while True:
         for instant in _instants(wall, tz=tz, every=interval is Interval.HOUR):
@@ -212,9 +214,13 @@ def _floor_wall(wall: datetime, interval: Interval) -> datetime:
 
 
 def _step_wall(wall: datetime, interval: Interval, *, back: bool = False) -> datetime:
+    """``wall`` one ``interval`` later (earlier when ``back``); ``OverflowError`` past
+    the years 1 to 9999."""
     sign = -1 if back else 1
     if interval is Interval.MONTH:
         months = wall.year * 12 + wall.month - 1 + sign
+        if not 1 <= months // 12 <= 9999:
+            raise OverflowError("date value out of range")
         return wall.replace(year=months // 12, month=months % 12 + 1)
     step = {Interval.HOUR: timedelta(hours=1), Interval.DAY: timedelta(days=1)}.get(
         interval, timedelta(days=7)

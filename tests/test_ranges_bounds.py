@@ -129,6 +129,18 @@ def test_at_most_a_thousand_points() -> None:
         _bounds(_utc(1, 1, 2), _utc(9999, 1, 1), Interval.HOUR, "UTC")
 
 
+def test_series_at_the_ends_of_the_calendar_are_answered_or_refused_never_an_error() -> None:
+    assert _bounds(_utc(1, 1, 1), _utc(1, 3, 1), Interval.MONTH, "UTC") == [
+        (_utc(1, 1, 1), _utc(1, 2, 1)),
+        (_utc(1, 2, 1), _utc(1, 3, 1)),
+    ]
+    with pytest.raises(BadUserInput, match="1000 points"):
+        _bounds(_utc(1, 1, 1), _utc(9999, 12, 31), Interval.MONTH, "UTC")
+    for interval in Interval:  # the boundary after the range is past year 9999
+        with pytest.raises(BadUserInput, match="supported dates"):
+            _bounds(_utc(9999, 12, 1), _utc(9999, 12, 31, 23), interval, "Pacific/Kiritimati")
+
+
 @pytest.mark.parametrize("name", ["Mars/Olympus", "", "../etc/passwd", "/usr/share/zoneinfo/UTC"])
 def test_an_unknown_timezone_is_bad_user_input_naming_it(name: str) -> None:
     with pytest.raises(BadUserInput, match="Unknown timezone") as error:
