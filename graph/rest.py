@@ -163,7 +163,7 @@ async def legacy_series(request: Request) -> Response:
             "instances": _names(request),
             "range": _required_range(params),
             "interval": _interval(params),
-            "timezone": params.get("timezone", "UTC"),
+            "timezone": _timezone(params),
         }
     except BadUserInput as error:
         return rest_error(code=error.code, message=error.message)
@@ -210,6 +210,15 @@ def _range(params: QueryParams) -> dict[str, str] | None:
     return _required_range(params)
 
 
+def _single(params: QueryParams, name: str) -> str | None:
+    """The value of the parameter ``name`` (None when absent); given more than once, it
+    is refused rather than one value picked (a proxy may read another than we would)."""
+    values = params.getlist(name)
+    if len(values) > 1:
+        raise BadUserInput(f"`{name}` is given {len(values)} times; give it once.")
+    return values[0] if values else None
+
+
 def _required_range(params: QueryParams) -> dict[str, str]:
     if "from" not in params or "to" not in params:
         raise BadUserInput(
@@ -220,7 +229,7 @@ def _required_range(params: QueryParams) -> dict[str, str]:
 
 
 def _date(params: QueryParams, name: str) -> str:
-    value = params[name]
+    value = _single(params, name) or ""
     spaced = _SPACED_OFFSET.fullmatch(value)
     if spaced:
         value = f"{spaced[1]}+{spaced[2]}"
@@ -230,8 +239,13 @@ def _date(params: QueryParams, name: str) -> str:
         raise BadUserInput(f"`{name}`: {error.message} (Encode + as %2B.)") from None
 
 
+def _timezone(params: QueryParams) -> str:
+    value = _single(params, "timezone")
+    return "UTC" if value is None else value
+
+
 def _interval(params: QueryParams) -> str:
-    value = params.get("interval", "")
+    value = _single(params, "interval") or ""
     if value.upper() not in Interval.__members__:
         raise BadUserInput(f"`interval` must be one of {_INTERVALS}; got {value[:32]!r}.")
     return value.upper()
@@ -239,7 +253,7 @@ def _interval(params: QueryParams) -> str:
 
 def _wants_csv(params: QueryParams, accept: str) -> bool:
     """``format=csv|json`` when given, else CSV when ``Accept`` prefers ``text/csv``."""
-    chosen = params.get("format")
+    chosen = _single(params, "format")
     if chosen is not None:
         if chosen.lower() not in ("csv", "json"):
             raise BadUserInput(f"`format` must be csv or json; got {chosen[:32]!r}.")
