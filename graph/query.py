@@ -48,6 +48,7 @@ from resolvers.rollups.service import RollupService
 
 __all__ = [
     "COSTLY_FIELDS",
+    "INSTANCES_PER_POINT",
     "VALIDATION_BUDGET",
     "Mutation",
     "OperationGuard",
@@ -56,13 +57,18 @@ __all__ = [
 ]
 
 #: Root fields that each run one computation over the messages (or their rollups): one
-#: rate-limit point each, whatever the number of instances (the work of
-#: ``metricsByInstance`` is the work of ``metrics`` over the same instances, split
-#: by instance), at least one per operation; a mutation costs at least
-#: ``GRAPHQL_MUTATION_COST`` (see ``operation_cost``).
+#: rate-limit point each, charged before the operation runs, at least one per operation;
+#: a mutation costs at least ``GRAPHQL_MUTATION_COST`` (see ``operation_cost``).
 COSTLY_FIELDS = frozenset(
     {"metrics", "metricsByInstance", "series", "instances", "updateInstanceSettings"}
 )
+
+#: ``metricsByInstance``, ``series`` and ``metrics`` with a range do their work instance
+#: by instance, so each costs one point per this many instances it reads (rounded up,
+#: at most ``GRAPHQL_MAX_COST``): over 100 instances, 10 points. The first point is the
+#: one charged before the operation ran; the rest when the field knows its instances,
+#: before its work. The all-time ``metrics`` reads every instance at once: one point.
+INSTANCES_PER_POINT = 10
 
 #: The fields of ``Metrics`` that need the distinct counts (the costliest part).
 UNIQUE_FIELDS = frozenset({"uniqueChats", "uniqueGroups", "uniqueContacts"})
@@ -90,6 +96,8 @@ async def resolve_metrics(
     context = info.context
     time_range = _time_range(context, range_)
     selection = await _select(context, instances)
+    if time_range is not None:
+        await _charge_for_instances(context, selection)
     result = await _service(context).metrics(
         instances=selection.instances,
         now=context.clock(),
@@ -105,6 +113,7 @@ async def resolve_metrics_by_instance(
     context = info.context
     time_range = _time_range(context, range_)
     selection = await _select(context, instances)
+    await _charge_for_instances(context, selection)
     results = await _service(context).metrics_by_instance(
         instances=selection.instances,
         now=context.clock(),
@@ -133,6 +142,7 @@ async def resolve_series(
     # Refuse an unknown timezone or too many points before any database work.
     timeranges.series_bounds(range=time_range, interval=interval.resolve(), timezone=timezone)
     selection = await _select(context, instances)
+    await _charge_for_instances(context, selection)
     points = await _service(context).series(
         instances=selection.instances,
         range=time_range,
@@ -179,6 +189,19 @@ def _time_range(context: Context, given: TimeRange | None) -> timeranges.TimeRan
 async def _select(context: Context, instances: list[str] | None) -> Selection:
     names = instances if isinstance(instances, list) else None  # null and omitted alike
     return await select_instances(db=context.db, caller=context.require_caller(), names=names)
+
+
+async def _charge_for_instances(context: Context, selection: Selection) -> None:
+    """Charge what a field reading ``selection`` instance by instance costs beyond the
+    point its operation paid for it (``INSTANCES_PER_POINT``); ``RateLimited`` before
+    any of its work when the bucket has fewer points left."""
+    meter = context.meter
+    points = min(-(-len(selection.instances) // INSTANCES_PER_POINT), context.limits.max_cost)
+    if meter is None or points <= 1:
+        return
+    decision = await meter.charge_more(points - 1)
+    if not decision.allowed:
+        raise rate_limited(decision, cost=points - 1)
 
 
 def _service(context: Context) -> RollupService:
@@ -300,6 +323,7 @@ class OperationGuard(SchemaExtension):
             return {}
         decision = meter.decision
         requested = self.cost if self.cost is not None else meter.charged
+        requested += meter.extra_requested
         return {
             "cost": {
                 "requested": requested,

@@ -89,13 +89,24 @@ class RateLimiter:
 
 class Meter:
     """One request's account with its bucket: the points ``charged`` so far (the gate's
-    one) and the last ``decision`` (what the ``X-RateLimit-*`` headers report)."""
+    one), those ``extra_requested`` by fields once they knew their size, and the last
+    ``decision`` (what the ``X-RateLimit-*`` headers report)."""
 
     def __init__(self, *, limiter: RateLimiter, key: str, decision: Decision) -> None:
         self._limiter = limiter
         self._key = key
         self.decision = decision
         self.charged = 1
+        self.extra_requested = 0
+
+    async def charge_more(self, points: int) -> Decision:
+        """Take ``points`` more from the bucket (what a field found it costs once it knew
+        its instances), or nothing when fewer remain (refused)."""
+        self.extra_requested += points
+        self.decision = await self._limiter.hit(self._key, cost=points)
+        if self.decision.allowed:
+            self.charged += points
+        return self.decision
 
     async def charge_up_to(self, points: int) -> Decision:
         """Make this request cost ``points`` in all: take the difference from the bucket,

@@ -150,7 +150,8 @@ def _key_counts(counts: dict[str, int]) -> list[KeyCount]:
 @strawberry.type(
     description=(
         "The caller's rate-limit bucket, in points: a request costs one, a GraphQL "
-        "operation one per metrics computation (at least one)."
+        "operation one per metrics computation (at least one); metricsByInstance, series "
+        "and metrics with a range, one per ten instances they read."
     )
 )
 class RateLimit:
