@@ -185,6 +185,129 @@ def _odd_methods_paths_and_types() -> Iterator[Case]:
     yield _post("token: unknown on graphql", {"query": METRICS}, token="not-a-token")
 
 
+SERIES = """query($r: TimeRange!, $n: Interval!, $z: String!) {
+  series(range: $r, interval: $n, timezone: $z) { points { start totalMessages } } }"""
+RANGED = "query($r: TimeRange) { metrics(range: $r) { totalMessages uniqueContacts } }"
+UPDATE = """mutation($n: String!, $g: Boolean!) {
+  updateInstanceSettings(instance: $n, ignoreGroupMessages: $g) { name } }"""
+DAY = {"from": "2026-11-01T00:00:00Z", "to": "2026-11-02T00:00:00Z"}
+EDGES = [
+    ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"),
+    ("9999-12-01T00:00:00Z", "9999-12-31T23:59:59.999Z"),
+    ("0001-01-01T00:00:00Z", "0001-03-01T00:00:00Z"),
+    ("0001-01-01T00:00:00+05:00", "0001-03-01T00:00:00Z"),
+    ("0000-01-01T00:00:00Z", "0001-03-01T00:00:00Z"),
+    ("9999-12-31T23:59:59.9999999Z", "9999-12-31T23:59:59.9999999Z"),
+    ("10000-01-01T00:00:00Z", "10000-01-02T00:00:00Z"),
+    ("", ""),
+]
+
+
+def _rest_ranges_and_series() -> Iterator[Case]:
+    series = "/metrics/sales/series?"
+    for low, high in EDGES:
+        for interval in ("hour", "day", "week", "month"):
+            for zone in ("UTC", "Pacific/Kiritimati", "America/New_York"):
+                query = urlencode({"from": low, "to": high, "interval": interval, "timezone": zone})
+                yield Case(f"REST series {low}..{high} {interval} {zone}", "GET", series + query)
+        yield Case(
+            f"REST range {low}..{high}",
+            "GET",
+            "/metrics/sales?" + urlencode({"from": low, "to": high}),
+        )
+    for zone in [
+        "../../etc/passwd",
+        "/etc/localtime",
+        "\x00",
+        "\u65e5\u672c",
+        "Asia",
+        "zone.tab",
+        "__init__.py",
+        "x" * 5000,
+        "UTC\x00",
+        "",
+    ]:
+        yield Case(
+            f"REST timezone {zone[:30]!r}",
+            "GET",
+            series + urlencode({**DAY, "interval": "day", "timezone": zone}),
+        )
+    for extra in [
+        "interval=%00",
+        "interval=day&interval=hour",
+        "interval=day&format=x",
+        "interval=day&format=csv&format=json",
+        "interval=" + "d" * 5000,
+        "interval=day&from=" + "2" * 5000,
+        "interval=day&timezone=%ff%fe",
+    ]:
+        yield Case(f"REST series params {extra[:40]}", "GET", series + urlencode(DAY) + "&" + extra)
+    for accept in [
+        "text/csv;q=nan",
+        "text/csv;q=1e999, application/json;q=inf",
+        "text/csv;q=-1",
+        "text/csv;;;q",
+        "a/b;q=1," * 2000 + "text/csv",
+    ]:
+        yield Case(
+            f"REST series accept {accept[:30]}",
+            "GET",
+            series + urlencode({**DAY, "interval": "day"}),
+            headers={"accept": accept},
+        )
+
+
+def _graphql_ranges_series_and_mutation() -> Iterator[Case]:
+    day = {"r": DAY, "n": "DAY", "z": "UTC"}
+    for name, variables in {
+        "null range": {**day, "r": None},
+        "range of numbers": {**day, "r": {"from": 5, "to": [1]}},
+        "range with an extra field": {**day, "r": {**DAY, "x": 1}},
+        "lower-case interval": {**day, "n": "day"},
+        "interval object": {**day, "n": {"a": 1}},
+        "timezone with NUL": {**day, "z": "UTC\x00"},
+        "timezone null": {**day, "z": None},
+        "timezone 5000 long": {**day, "z": "A" * 5000},
+        "timezone path": {**day, "z": "../../../../etc/passwd"},
+        "a thousand and one hours": {
+            **day,
+            "n": "HOUR",
+            "r": {**DAY, "to": "2026-12-13T00:00:00Z"},
+        },
+        **{
+            f"edge {low}..{high} {n}": {"r": {"from": low, "to": high}, "n": n, "z": zone}
+            for low, high in EDGES
+            for n in ("HOUR", "MONTH")
+            for zone in ("UTC", "Etc/GMT-14")
+        },
+    }.items():
+        yield _post(f"GraphQL series: {name}", {"query": SERIES, "variables": variables})
+    for low, high in EDGES:
+        yield _post(
+            f"GraphQL metrics range {low}..{high}",
+            {"query": RANGED, "variables": {"r": {"from": low, "to": high}}},
+        )
+    for name, value in {
+        "empty": "",
+        "spaces": "   ",
+        "129 long": "a" * 129,
+        "NUL": "a\x00b",
+        "operator object": {"$ne": None},
+        "list": ["sales"],
+        "number": 5,
+        "elsewhere": "nope",
+        "HTML": "<img src=x onerror=alert(1)>",
+    }.items():
+        yield _post(
+            f"GraphQL mutation name: {name}",
+            {"query": UPDATE, "variables": {"n": value, "g": True}},
+        )
+    yield _post(
+        "GraphQL mutation: string boolean",
+        {"query": UPDATE, "variables": {"n": "sales", "g": "yes"}},
+    )
+
+
 def corpus() -> list[Case]:
     return [
         *_malformed_bodies(),
@@ -192,6 +315,8 @@ def corpus() -> list[Case]:
         *_expensive_documents(),
         *_oversized_bodies(),
         *_odd_methods_paths_and_types(),
+        *_rest_ranges_and_series(),
+        *_graphql_ranges_series_and_mutation(),
     ]
 
 
@@ -202,7 +327,8 @@ def _shape_problems(case: Case, response: httpx.Response) -> list[str]:
         problems.append(f"status {response.status_code}")
     if not response.headers.get("x-request-id"):
         problems.append("no X-Request-ID")
-    if case.method == "HEAD" or response.headers.get("content-type", "").startswith("text/html"):
+    content_type = response.headers.get("content-type", "")
+    if case.method == "HEAD" or content_type.startswith(("text/html", "text/csv")):
         return problems
     try:
         body = response.json()
