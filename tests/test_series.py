@@ -11,12 +11,14 @@ from typing import Any
 from bson import ObjectId
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from pymongo import AsyncMongoClient, monitoring
 
 from resolvers import Database, InstanceRef, fetch_metrics
 from resolvers.metrics import fetch_series
 from resolvers.rollups import build_rollups, drop_rollups
 from resolvers.rollups.keys import Level
-from resolvers.rollups.ranges import read_series_tallies
+from resolvers.rollups.ranges import SERIES_TOPS, read_series_tallies
+from resolvers.rollups.store import BUCKETS
 from resolvers.series import Tally, plan_scans, to_points
 from resolvers.timeranges import Interval, SeriesPoint, TimeRange, series_bounds
 from tests.reference import SERIES_FIELDS, reference_bounds, reference_series
@@ -193,3 +195,68 @@ async def test_a_scan_cut_into_several_aggregations_adds_up(db: Database) -> Non
 
     found = {k: point.total_messages for k, point in enumerate(points) if point.total_messages}
     assert found == Counter(k * step // quarter for k in range(400))
+
+
+class _BucketFinds(monitoring.CommandListener):
+    """Counts the ``find`` commands on the rollup buckets (a driver event, not a mock)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "find" and event.command.get("find") == BUCKETS:
+            self.count += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_series_of_decades_reads_only_the_months_of_the_instances_history(
+    db: Database, mongodb_uri: str, database_name: str
+) -> None:
+    """Eighty years by month at +05:30 over an instance with three weeks of messages:
+    the buckets of the years without messages are not asked for (a handful of queries,
+    not one per month edge), and the points are still exact."""
+    a, b = INSTANCE_IDS[0], INSTANCE_IDS[1]
+    docs = [
+        {"instanceId": a, "timestamp": _utc(2026, 10, 31, 18, 29), "isGroup": False},
+        {"instanceId": a, "timestamp": _utc(2026, 10, 31, 18, 30), "isGroup": True},
+        {"instanceId": a, "timestamp": _utc(2026, 11, 20, 9), "isGroup": False},
+        {"instanceId": b},  # undated: in no point
+    ]
+    await db.messages.insert_many(docs)
+    await build_rollups(db=db)
+    span = (_utc(1950, 1, 1, 0, 7), _utc(2032, 1, 1))
+    bounds = series_bounds(range=TimeRange(*span), interval=Interval.MONTH, timezone="Asia/Kolkata")
+    cuts = [bounds[0][0], *(end for _, end in bounds)]
+    refs = [InstanceRef(id=i, name=str(i), ignore_group_messages=False) for i in (a, b)]
+    listener = _BucketFinds()
+
+    client = AsyncMongoClient(mongodb_uri, tz_aware=True, event_listeners=[listener])
+    async with client:
+        found = await read_series_tallies(
+            db=client[database_name], instances=refs, cuts=cuts, tops=SERIES_TOPS[Interval.MONTH]
+        )
+
+    tallies = [Tally() for _ in bounds]
+    for per_instance in found.values():
+        for tally, part in zip(tallies, per_instance, strict=True):
+            tally.add(part)
+    expected = reference_series(
+        docs,
+        instances=[(a, False), (b, False)],
+        range=span,
+        interval="MONTH",
+        timezone="Asia/Kolkata",
+    )
+    assert [_as_reference(point) for point in to_points(bounds, tallies)] == expected
+    assert listener.count <= 6
+
+    # a point cut just after a message: the slice before the range is still subtracted
+    cut = (_utc(2026, 10, 31, 18, 30) + _MS, _utc(2026, 10, 31, 20))
+    bounds = series_bounds(range=TimeRange(*cut), interval=Interval.HOUR, timezone="UTC")
+    [point] = await _rollup_series(db, refs[:1], bounds[:1], Level.DAY)
+    assert point.total_messages == 0

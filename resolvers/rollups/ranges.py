@@ -66,6 +66,7 @@ _MS = timedelta(milliseconds=1)
 #: The last month of the calendar: its buckets have no month after them, which the
 #: splitting of a range needs, so a range reaching into it is scanned.
 _LAST_MONTH = datetime(9999, 12, 1, tzinfo=UTC)
+_ALL_TIME = TimeRange(datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
 _RAW_FIELDS = {
     "_id": 0,
     "instanceId": 1,
@@ -241,12 +242,28 @@ async def read_series_tallies(
     through whichever of ``tops`` reads the fewest documents."""
     terms = plan_series(cuts, tops=tops)
     pieces = {piece for point in terms for piece in point}
+    refs = distinct_instances(instances)
     found: dict[ObjectId, list[Tally]] = {}
     with translate_driver_errors():
-        for ref in distinct_instances(instances):
-            tallies = await read_pieces(db=db, instance=ref, pieces=pieces, session=session)
+        docs = {
+            doc["_id"]: doc
+            async for doc in find_by_ids(db[INSTANCES], [ref.id for ref in refs], session=session)
+        }
+        for ref in refs:
+            needed = _within(pieces, _held(docs.get(ref.id, {}), _flags(ref), _ALL_TIME))
+            tallies = await read_pieces(db=db, instance=ref, pieces=needed, session=session)
             found[ref.id] = [combine(point, tallies) for point in terms]
     return found
+
+
+def _within(pieces: Iterable[Piece], held: TimeRange | None) -> list[Piece]:
+    """The pieces that overlap ``held``, the months of an instance's dated messages (not
+    cut to the range: a piece may reach before it, to be subtracted): the others hold
+    none of its messages, so they are not read."""
+    if held is None:
+        return []
+    low, high = to_millis(held.start), to_millis(held.end)
+    return [piece for piece in pieces if piece.start < high and piece.end > low]
 
 
 def plan_series(cuts: Sequence[datetime], *, tops: Sequence[Level]) -> list[Terms]:
