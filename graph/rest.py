@@ -240,8 +240,10 @@ def _date(params: QueryParams, name: str) -> str:
 
 
 def _timezone(params: QueryParams) -> str:
+    """``timezone``, UTC when absent. No IANA name has a space: one is the ``+`` of
+    ``Etc/GMT+5`` left unencoded, which a query string turns into a space."""
     value = _single(params, "timezone")
-    return "UTC" if value is None else value
+    return "UTC" if value is None else value.replace(" ", "+")
 
 
 def _interval(params: QueryParams) -> str:

@@ -698,3 +698,18 @@ async def test_rest_refuses_a_parameter_given_twice(
     if name in ("from", "to"):
         response = await http.get("/metrics/sales", params=params, headers=headers)
         assert f"`{name}`" in _envelope(response, 400)
+
+
+async def test_rest_reads_an_unencoded_plus_in_a_timezone_name(
+    http: httpx.AsyncClient, acme: tuple[Tenant, list[dict[str, Any]]]
+) -> None:
+    """``Etc/GMT+5`` written as is: the query string turns its ``+`` into a space, and no
+    IANA name has a space, so it is read back."""
+    tenant, _ = acme
+    headers = {"token": tenant.account_token}
+    query = "from=2026-11-21T00:00:00Z&to=2026-11-24T00:00:00Z&interval=day"
+    bare = await http.get(f"/metrics/sales/series?{query}&timezone=Etc/GMT+5", headers=headers)
+    assert bare.status_code == 200, bare.text
+    encoded = await http.get(f"/metrics/sales/series?{query}&timezone=Etc/GMT%2B5", headers=headers)
+    assert bare.json() == encoded.json()
+    assert bare.json()["series"]["timezone"] == "Etc/GMT+5"
