@@ -58,7 +58,7 @@ bench: install  ## rollups vs full scan 1k-1M, throughput, consumer lag, build (
 
 # GraphiQL, React and Chart.js for the pages, re-vendored into graph/static/vendor/ from
 # scripts/assets/package-lock.json (needs npm; ASSETS_ARGS=--upgrade after editing
-# scripts/assets/package.json). The browser tests (tests/test_browser_*.py) need Debian's
+# scripts/assets/package.json). The browser tests (tests/test_browser.py) need Debian's
 # chromium and chromium-driver: `apt-get install chromium chromium-driver`.
 assets:
 	$(PYTHON) scripts/vendor_assets.py $(ASSETS_ARGS)
