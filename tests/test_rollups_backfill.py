@@ -208,6 +208,26 @@ def test_ready_rollups_take_every_event_as_a_delta() -> None:
     assert changes == expected and not changes.is_empty()
 
 
+def test_once_all_is_read_events_on_keys_not_written_yet_wait_for_them() -> None:
+    """The build is done in memory (``build`` None) while its last reads are written: an
+    event on those keys waits with them; one on keys already written is a delta now."""
+    now, later = Changes(), Changes()
+    unwritten = {"instanceId": A, "timestamp": DAYS[1], "status": "read"}
+    written = {"instanceId": ObjectId(f"{3:024x}"), "timestamp": DAYS[1], "status": "read"}
+    for doc in (unwritten, written):
+        change = DocumentChange(before=doc, after={**doc, "status": "sent"})
+        route(
+            changes=now,
+            change=change,
+            doc_id=1,
+            build=None,
+            window=None,
+            saved=_LISTED,
+            deferred=later,
+        )
+    assert now.instances == {written["instanceId"]} and later.instances == {A}
+
+
 def test_steps_cover_what_they_say() -> None:
     assert Listing((A,)).covers((B, DAYS[0])) and not Listing((A,)).covers((A, None))
     assert not Start(A, DAYS[1], 0).covers((A, DAYS[1]))
@@ -233,6 +253,18 @@ def test_a_fold_of_inserts_keeps_only_the_extreme_timestamps_and_refuses_removal
         pass
     else:
         raise AssertionError("an adds-only fold took a removal")
+
+
+@settings(max_examples=100, deadline=None)
+@given(scenario=scenarios(), limit=st.integers(1, 7))
+def test_changes_split_into_parts_that_add_up_to_them(scenario: Scenario, limit: int) -> None:
+    whole = Changes()
+    for _, before, after in scenario.events:
+        whole.add(before=before, after=after)
+    parts = whole.split(limit)
+    assert _total(*parts) == _total(whole)
+    assert all(len(part) <= limit or len(part.timestamps()) == 1 for part in parts)
+    assert all(not part.is_empty() for part in parts)
 
 
 # --- the sweep --------------------------------------------------------------------------

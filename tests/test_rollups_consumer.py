@@ -199,10 +199,18 @@ async def test_dropped_collection_rebuilds(
     assert "'drop' event" in caplog.text
 
 
-@pytest.mark.parametrize("flush_entries", [60, 100_000], ids=["written often", "in one go"])
-async def test_build_while_messages_change_is_exact(db: Database, flush_entries: int) -> None:
+WRITTEN = {
+    "in one go": {},
+    "written often": {"flush_entries": 60},
+    "in parts": {"flush_entries": 60, "flush_in_one": 0, "flush_part": 5},
+}
+
+
+@pytest.mark.parametrize("written", WRITTEN)
+async def test_build_while_messages_change_is_exact(db: Database, written: str) -> None:
     """Writes of every kind land while the build reads one span after another, its reads
-    written every few spans or only once the instance is done."""
+    written only once the instance is done, every few spans, or every few spans in parts
+    between which events are applied."""
     rng = random.Random(20261125)
 
     def random_message() -> dict[str, Any]:
@@ -228,9 +236,7 @@ async def test_build_while_messages_change_is_exact(db: Database, flush_entries:
         else:
             await db.messages.delete_one(target)
 
-    options = ConsumerOptions(
-        idle_poll=0.01, retry_delay=0.05, build_target=4, flush_entries=flush_entries
-    )
+    options = ConsumerOptions(idle_poll=0.01, retry_delay=0.05, build_target=4, **WRITTEN[written])
     running = _consumer(db, options=options)
     running.start()
     try:
@@ -283,6 +289,49 @@ async def test_a_build_cut_short_resumes_from_what_it_wrote(db: Database) -> Non
         await second.stop()
     done = await db.rollup_state.find_one({"_id": "consumer"})
     assert done is not None and done["generation"] == cut["generation"]
+
+
+async def test_a_build_cut_short_while_written_in_parts_starts_that_instance_over(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Parts written outside a transaction cannot be undone: a process that stops between
+    them leaves the instance marked, and the next one drops and builds it again."""
+    rng = random.Random(8)
+    await db.messages.insert_many(
+        [message(rng.choice([A, B]), days_ago=rng.uniform(0, 60)) for _ in range(300)]
+    )
+    options = ConsumerOptions(
+        idle_poll=0.01, retry_delay=0.05, build_target=30, flush_in_one=0, flush_part=4
+    )
+
+    async def hook() -> None:
+        state = await db.rollup_state.find_one({"_id": "consumer"})
+        if state is not None and state.get("flushing") is not None:
+            raise Crash
+
+    first = _consumer(db, options=options, fault_hook=hook)
+    first.start()
+    try:
+        await db.messages.insert_one(message(A, days_ago=1))
+        with pytest.raises(Crash):
+            await asyncio.wait_for(asyncio.shield(first.task), 60)  # type: ignore[arg-type]
+    finally:
+        await first.stop()
+    cut = await db.rollup_state.find_one({"_id": "consumer"})
+    assert cut is not None and cut["flushing"] is not None
+
+    caplog.set_level(logging.WARNING, logger="resolvers.rollups.consumer")
+    second = _consumer(db, options=options)
+    second.start()
+    try:
+        await db.messages.update_many({"instanceId": B}, {"$set": {"status": "played"}})
+        await settle(db, second)
+        await assert_exact(db)
+    finally:
+        await second.stop()
+    done = await db.rollup_state.find_one({"_id": "consumer"})
+    assert done is not None and done["generation"] == cut["generation"]  # not all rebuilt
+    assert "stopped while written; it starts over" in caplog.text
 
 
 async def test_standby_consumer_takes_over_when_the_holder_stops(db: Database) -> None:

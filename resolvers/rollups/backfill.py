@@ -319,12 +319,12 @@ def route(
     together with those keys."""
     if window is not None:
         window.observe(doc_id, change)
-    if build is None:
+    if build is None and (saved is None or deferred is None):
         changes.add(before=change.before, after=change.after)
         return
     for doc, removed in ((change.before, True), (change.after, False)):
         key = message_key(doc)
-        if key is None or not build.built(key):
+        if key is None or (build is not None and not build.built(key)):
             continue
         later = deferred is not None and saved is not None and not saved.built(key)
         target = deferred if later and deferred is not None else changes

@@ -92,6 +92,31 @@ class Changes:
         ``adds_only``: the smallest and largest timestamp added)."""
         return self._times
 
+    def split(self, limit: int) -> list[Changes]:
+        """These changes in parts of at most ``limit`` entries (a key's timestamps stay
+        together), whose writes add up to the writes of the whole in any order."""
+        parts: list[Changes] = []
+        part, held = Changes(adds_only=self._adds_only), 0
+
+        def room(needed: int) -> Changes:
+            nonlocal part, held
+            if held and held + needed > limit:
+                parts.append(part)
+                part, held = Changes(adds_only=self._adds_only), 0
+            held += needed
+            return part
+
+        for instance, counters in self._instances.items():
+            room(1)._instances[instance] = counters
+        for level, buckets in self._buckets.items():
+            for key, counters in buckets.items():
+                room(1)._buckets[level][key] = counters
+        for value, flags in self._values.items():
+            room(1)._values[value] = flags
+        for owner, times in self._times.items():
+            room(len(times))._times[owner] = times
+        return [*parts, part] if held else parts
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Changes):
             return NotImplemented

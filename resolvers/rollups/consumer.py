@@ -36,13 +36,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from bson import Timestamp
+from bson import ObjectId, Timestamp
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
 
 from resolvers.db import Database
 from resolvers.rollups.backfill import (
+    Listing,
     Span,
     Sweep,
     Window,
@@ -66,6 +67,7 @@ from resolvers.rollups.state import (
     RollupState,
     read_state,
     refresh_applied,
+    restart_instance,
     save_state,
     start_build,
 )
@@ -107,13 +109,24 @@ class ConsumerOptions:
     """Seconds between idle refreshes of ``rollup_state.appliedAt`` for other processes."""
     build_target: int = 5_000
     """Messages per build read the span of time adapts to (about 0.25 s of SecantusDB)."""
-    flush_entries: int = 100_000
-    """While building an instance, its reads are folded in memory and written (with the
-    progress) once they hold this many entries (buckets, values), or when it is done."""
-    flush_every: float = 300.0
-    """Seconds between such writes at most (what a restart reads again)."""
+    flush_entries: int = 300_000
+    """While building an instance, its reads are folded in memory and written once it is
+    done, or once they hold this many entries (buckets, values: about 100 MB), or after
+    ``flush_every`` seconds (what a restart reads again)."""
+    flush_every: float = 600.0
+    flush_in_one: int = 5_000
+    """Folded entries written in one transaction with the progress at most; more are
+    written in parts of ``flush_part``, one per turn of the loop, outside a transaction
+    (SecantusDB never commits a transaction of more writes than its oplog holds, 100,000
+    by default, and holds the server while it commits)."""
+    flush_part: int = 1_000
     retry_delay: float = 1.0
     """Seconds before starting over after a database error."""
+    commit_every: float = 0.1
+    """While events keep coming, seconds between two commits at least: the events of that
+    time are summed into one transaction (SecantusDB spends ~1 ms per command and per
+    bucket written, so a commit per handful of events cannot keep up with 200 writes/s).
+    A request of this process waiting for its writes ends the wait at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,16 +381,31 @@ class RollupConsumer:
             await self._begin_rebuild(reason)
             state = await read_state(db=self._db)
         assert state is not None
+        if state.status == "building" and state.build == Build():
+            await drop_rollups(db=self._db)  # a build starts from nothing (also after a crash)
+        elif state.status == "building" and state.flushing is not None:
+            await self._start_instance_over(state.flushing)
+            state = await read_state(db=self._db)
+            assert state is not None
         return state
 
     async def _begin_rebuild(self, reason: str) -> None:
+        """Mark the rollups as building from nothing (``_trusted_state`` then drops them,
+        outside the transaction)."""
         _log.warning("rollups: rebuilding from the messages (%s)", reason)
         self._phase, self._build = "building", Build()
         await enable_pre_images(db=self._db)  # a dropped collection lost the setting
         async with self._fenced_transaction() as session:
             await start_build(db=self._db, holder=self.holder, session=session)
-            await drop_rollups(db=self._db, session=session)
         self._saved_build = Build()
+
+    async def _start_instance_over(self, instance: ObjectId) -> None:
+        """A process stopped while writing the reads of ``instance`` in parts: what it
+        wrote is incomplete, so that instance is dropped and built again."""
+        _log.warning("rollups: the build of %s stopped while written; it starts over", instance)
+        await drop_rollups(db=self._db, instances=[instance])
+        async with self._fenced_transaction() as session:
+            await restart_instance(db=self._db, instance=instance, session=session)
 
     @contextlib.asynccontextmanager
     async def _fenced_transaction(self) -> AsyncIterator[AsyncClientSession]:
@@ -431,9 +459,12 @@ class RollupConsumer:
         applied_at: Timestamp | None,
         build: Build | None,
         written: tuple[Changes, ...] = (),
+        mark: bool = False,
+        flushing: ObjectId | None = None,
     ) -> None:
         """Apply ``changes`` (and ``written``: a build's folded reads and the events on
-        their keys) with the position and progress ``build``, in one transaction."""
+        their keys) with the position and progress ``build``, in one transaction; with
+        ``mark``, also the instance being ``flushing`` in parts (None: no more)."""
         async with self._fenced_transaction() as session:
             fenced = time.monotonic()
 
@@ -459,10 +490,25 @@ class RollupConsumer:
                 build=build,
                 saved=self._saved_build,
                 session=session,
+                mark=mark,
+                flushing=flushing,
             )
             if self._fault_hook is not None:
                 await self._fault_hook()
         self._saved_build = build
+
+
+@dataclass(slots=True)
+class _Flush:
+    """Folded reads being written outside any transaction, a part per turn of the loop;
+    ``target`` is the progress they complete (None: the build is done). They only add
+    messages, so any order adds up the same; the events on their keys are held back
+    (``_deferred``) and written after the last part, so no count goes below zero (a
+    bucket that does is deleted) and no first/last is looked up before its messages."""
+
+    parts: list[Changes]
+    target: Build | None
+    instance: ObjectId
 
 
 class _Follower:
@@ -486,22 +532,28 @@ class _Follower:
         """Reads of the instance being built, not written yet (``_saved_build`` does not
         count their keys as built), and ``_deferred`` the events on those keys."""
         self._deferred = Changes()
+        self._folding: ObjectId | None = None
+        """The instance whose reads are folded."""
+        self._flush: _Flush | None = None
         self._flushed_at = time.monotonic()
+        self._committed_at = 0.0
         self._refreshed_at = 0.0
         self._refreshed: Timestamp | None = None
         self._logged_at = 0.0
 
     async def run(self) -> None:
         consumer = self._consumer
-        consumer._phase = "ready" if self._build is None else "building"
+        consumer._phase = "ready" if consumer._saved_build is None else "building"
         while True:
             consumer._check_lease()
             batch = await self._read_batch()
             await self._apply(batch)  # an event that ends a stream asks for a rebuild
             if batch.ended:
                 raise _StreamEnded("the change stream closed")
+            if self._flush is not None:
+                await self._write_part()
             if batch.caught_up:
-                await self._when_caught_up(quiet=not batch.events)
+                await self._when_caught_up(quiet=not batch.events and self._flush is None)
 
     async def _read_batch(self) -> _Batch:
         events: list[Mapping[str, Any]] = []
@@ -515,11 +567,25 @@ class _Follower:
                 raise _lost_or(exc) from exc
             if event is None and not self._stream.alive:
                 return _Batch(events, False, None, ended=True, resumed_from=before)
+            if event is None and events and await self._gather_more():
+                continue
             if event is None:
                 return _Batch(events, True, coverage, resumed_from=before)
             events.append(event)
             self._consumer._behind = len(events)
         return _Batch(events, False, None, resumed_from=before)
+
+    async def _gather_more(self) -> bool:
+        """Whether to wait for more events before committing those read: only while
+        the last commit is less than ``commit_every`` ago and no request waits."""
+        nudge = self._consumer.position.nudge
+        left = self._consumer._options.commit_every - (time.monotonic() - self._committed_at)
+        if left <= 0 or nudge.is_set():
+            return False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(left, self._consumer._options.idle_poll)):
+                await nudge.wait()
+        return True
 
     def _coverage(self) -> Timestamp | None:
         """A cluster time observed before the next poll: everything written up to it is
@@ -528,6 +594,7 @@ class _Follower:
         return max(seen, default=None)
 
     async def _apply(self, batch: _Batch) -> None:
+        consumer = self._consumer
         changes = Changes()
         for event in batch.events:
             change = decode_event(event)
@@ -538,42 +605,74 @@ class _Follower:
                     doc_id=event["documentKey"]["_id"],
                     build=self._build,
                     window=self._window,
-                    saved=self._consumer._saved_build,
+                    saved=consumer._saved_build,
                     deferred=self._deferred,
                 )
         if batch.events and batch.resumed_from is not None:
             await self._guard_history(batch.resumed_from)
         before = self._build
         build = self._finish_window() if batch.caught_up else before
-        flush = build is not before and self._flush_due(before, build)
+        flush = build is not before and self._flush is None and self._flush_due(before, build)
         if batch.events or flush:
-            await self._commit(changes, batch, build if flush else self._consumer._saved_build)
-        self._build = self._consumer._build = build
-        self._consumer._phase = "ready" if build is None else "building"
-        self._consumer._failures, self._consumer._error = 0, None
-        self._consumer._behind = 0
-        self._consumer._lag = (
-            _age(batch.events[-1]) if batch.events and not batch.caught_up else 0.0
-        )
+            await self._commit(changes, batch, build=build if flush else None, flush=flush)
+        self._build = consumer._build = build
+        consumer._phase = "ready" if consumer._saved_build is None else "building"
+        consumer._failures, consumer._error = 0, None
+        consumer._behind = 0
+        consumer._lag = _age(batch.events[-1]) if batch.events and not batch.caught_up else 0.0
         if batch.coverage is not None:
-            await self._consumer.position.publish(batch.coverage)
+            await consumer.position.publish(batch.coverage)
 
-    async def _commit(self, changes: Changes, batch: _Batch, build: Build | None) -> None:
-        """Commit a batch; with the build progress past what is saved, also write the
-        folded reads and the events on their keys (a flush)."""
-        consumer = self._consumer
-        flush = build is not consumer._saved_build
-        written = (self._folded, self._deferred) if flush else ()
+    async def _commit(
+        self, changes: Changes, batch: _Batch, *, build: Build | None, flush: bool
+    ) -> None:
+        """Commit a batch. With ``flush``, the folded reads (and the events on their keys)
+        are written too: in this transaction, with the progress ``build``, when they are
+        few; else in parts afterwards (``_write_part``), this commit marking the instance
+        as being written."""
+        consumer, options = self._consumer, self._consumer._options
+        held = len(self._folded) + len(self._deferred)
+        whole = flush and (held <= options.flush_in_one or self._folding is None)
         await consumer._commit(
             changes=changes,
             token=self._stream.resume_token,
             applied_at=batch.coverage,
-            build=build,
-            written=written,
+            build=build if whole else consumer._saved_build,
+            written=(self._folded, self._deferred) if whole else (),
+            mark=flush and not whole,
+            flushing=self._folding,
         )
-        if flush:
-            self._folded, self._deferred = Changes(adds_only=True), Changes()
-            self._flushed_at = time.monotonic()
+        self._committed_at = time.monotonic()
+        if not flush:
+            return
+        if whole:
+            self._deferred = Changes()
+        else:
+            assert self._folding is not None
+            parts = self._folded.split(options.flush_part)
+            self._flush = _Flush(parts=parts, target=build, instance=self._folding)
+        self._folded, self._folding = Changes(adds_only=True), None
+        self._flushed_at = time.monotonic()
+
+    async def _write_part(self) -> None:
+        """Write the next part of the folded reads, outside any transaction; after the
+        last, the events held back on their keys with the progress they complete."""
+        flush, consumer = self._flush, self._consumer
+        assert flush is not None
+        consumer._check_lease()
+        if flush.parts:
+            await apply_changes(db=consumer._db, changes=flush.parts.pop())
+            return
+        await consumer._commit(
+            changes=self._deferred,
+            token=self._stream.resume_token,
+            applied_at=None,
+            build=flush.target,
+            mark=True,
+            flushing=None,
+        )
+        self._flush, self._deferred = None, Changes()
+        consumer._phase = "ready" if flush.target is None else "building"
 
     def _finish_window(self) -> Build | None:
         window, build = self._window, self._build
@@ -583,6 +682,8 @@ class _Follower:
         self._window = None
         if isinstance(window.step, Span):
             self._sweep.observe(window.step, len(window))
+        if not isinstance(window.step, Listing):
+            self._folding = getattr(window.step, "instance", None)
         advanced = window.advance(build)
         self._log_progress(advanced)
         return None if advanced.done else advanced
@@ -611,14 +712,16 @@ class _Follower:
         """Read the next build step, or refresh the position and, when nothing came in,
         rest a moment before polling again."""
         if self._build is not None and self._window is None:
+            if self._flush is not None:  # the next reads wait for the last ones' writes
+                return
             consumer = self._consumer
             self._window = await read_next_step(
                 db=consumer._db, build=self._build, sweep=self._sweep, now=consumer._clock()
             )
             if self._window is None:  # nothing left to read: the build is complete
-                await self._commit(Changes(), _Batch([], True, None), None)
+                await self._commit(Changes(), _Batch([], True, None), build=None, flush=True)
                 self._build = self._consumer._build = None
-                self._consumer._phase = "ready"
+                self._consumer._phase = "ready" if self._flush is None else "building"
             return
         if self._build is None:
             await self._refresh()

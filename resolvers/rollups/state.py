@@ -3,7 +3,9 @@
 ``_id: "consumer"`` holds the resume token, ``appliedAt`` (a cluster time: every message
 write at or before it is in the rollups of every built instance), ``status``
 (``building`` or ``ready``), the lease holder that wrote it, the layout version, and
-while building, which keys are built.
+while building, which keys are built and ``flushing``: the instance whose reads are
+being written (in parts, outside a transaction: a process that finds it set starts
+that instance over).
 
 A key is one instance and the timestamp of a dated message (to the millisecond), or the
 instance's undated messages. A build first lists the instances (every other instance is
@@ -38,6 +40,7 @@ __all__ = [
     "message_key",
     "read_state",
     "refresh_applied",
+    "restart_instance",
     "save_state",
     "start_build",
 ]
@@ -164,6 +167,8 @@ class RollupState:
     schema: int = SCHEMA_VERSION
     generation: int = 0
     """Counts rebuilds: rollups read under one generation were not dropped meanwhile."""
+    flushing: ObjectId | None = None
+    """An instance whose folded reads were being written when this was saved."""
 
     def instance_ready(self, instance: ObjectId) -> bool:
         """Whether the rollups of ``instance`` are complete (up to ``applied_at``)."""
@@ -204,6 +209,7 @@ async def start_build(*, db: Database, holder: str, session: AsyncClientSession)
                 "holder": holder,
                 "token": None,
                 "build": {"listed": None, "progress": {}},
+                "flushing": None,
             },
             "$inc": {"generation": 1},
         },
@@ -221,11 +227,16 @@ async def save_state(
     build: Build | None,
     saved: Build | None,
     session: AsyncClientSession,
+    mark: bool = False,
+    flushing: ObjectId | None = None,
 ) -> None:
     """Record a committed batch: the token after it, the applied position (if it moved)
     and the build progress (None: the build is done, the rollups are ready). Only the
-    parts of ``build`` that differ from ``saved`` (what the document holds) are written."""
+    parts of ``build`` that differ from ``saved`` (what the document holds) are written.
+    With ``mark``, ``flushing`` is the instance now being written (None: none)."""
     fields: dict[str, Any] = {"schema": SCHEMA_VERSION, "holder": holder, "token": token}
+    if mark:
+        fields["flushing"] = flushing
     if build is None:
         fields.update(status="ready", build=None)
     else:
@@ -246,6 +257,19 @@ async def refresh_applied(
     if token is not None:
         update["$set"] = {"token": token}
     result = await db[STATE_COLLECTION].update_one({"_id": _ID, "holder": holder}, update)
+    return result.matched_count == 1
+
+
+async def restart_instance(
+    *, db: Database, instance: ObjectId, session: AsyncClientSession
+) -> bool:
+    """Forget the progress of ``instance`` and the ``flushing`` mark (its rollups must be
+    dropped first): it is built again from the start. False when it was not marked."""
+    result = await db[STATE_COLLECTION].update_one(
+        {"_id": _ID, "flushing": instance},
+        {"$unset": {f"build.progress.{instance}": ""}, "$set": {"flushing": None}},
+        session=session,
+    )
     return result.matched_count == 1
 
 
@@ -290,6 +314,7 @@ def _state_from(doc: Mapping[str, Any]) -> RollupState:
         build=None if not isinstance(build, Mapping) else _build_from(build),
         schema=int(doc.get("schema", 0)),
         generation=int(doc.get("generation", 0)),
+        flushing=doc.get("flushing"),
     )
 
 

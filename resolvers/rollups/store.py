@@ -31,6 +31,7 @@ from pymongo import DeleteOne, InsertOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from resolvers.db import Database
+from resolvers.indexes import ensure_indexes
 from resolvers.rollups.changes import Changes, next_extreme
 from resolvers.rollups.contribution import FLAGS, Flag, Kind, dated, flag_of, owner
 from resolvers.rollups.keys import Level, ceil_to, floor_to, part_index
@@ -106,7 +107,15 @@ async def drop_rollups(
     instances: Collection[ObjectId] | None = None,
     session: AsyncClientSession | None = None,
 ) -> None:
-    """Delete the rollups of ``instances`` (None = of every instance)."""
+    """Delete the rollups of ``instances`` (None = of every instance: outside a
+    transaction the collections are dropped and their indexes made again, a command each
+    where deleting is a write per document; SecantusDB never commits a transaction with
+    more writes than its oplog holds)."""
+    if instances is None and session is None:
+        for name in COLLECTIONS:
+            await db.drop_collection(name)
+        await ensure_indexes(db)
+        return
     if instances is None:
         for name in COLLECTIONS:
             await db[name].delete_many({}, session=session)
