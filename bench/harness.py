@@ -127,26 +127,12 @@ async def prepare(*, client: AsyncMongoClient[Any], size: int, seed: int, log: L
         if name.startswith("rollup_"):
             await db.drop_collection(name)
     await db.messages.delete_many({"instanceId": marker["writes"]})
-    await _settle_oplog(db, log=log)
     token = await rotate_token(db=db, collection="accounts", id=marker["account"])
     ref = InstanceRef(
         id=marker["instance"], name=f"bench-{size_label(size)}", ignore_group_messages=False
     )
     writes = InstanceRef(id=marker["writes"], name=WRITES, ignore_group_messages=False)
     return Prepared(db=db, ref=ref, writes=writes, token=token, seeding=seeding)
-
-
-async def _settle_oplog(db: Database, *, log: Log) -> None:
-    """SecantusDB prunes its oplog (entries past an hour, or past 100k) on every
-    1,000th write, inside whatever write comes then: after seeding, or a run an hour
-    ago, that first prune holds the server for minutes. 1,000 small writes here take
-    it, so it does not land in the rollup build being measured."""
-    started = time.monotonic()
-    for n in range(1_000):
-        await db.bench_settle.insert_one({"n": n})
-    await db.drop_collection("bench_settle")
-    if time.monotonic() - started > 10:
-        log(f"  the database pruned its oplog ({time.monotonic() - started:,.0f} s)")
 
 
 async def _seed(db: Database, *, size: int, seed: int, log: Log) -> dict[str, Any]:
