@@ -60,6 +60,14 @@ class Interval(Enum):
     MONTH = "MONTH"
 
 
+_STEPS = {
+    Interval.HOUR: timedelta(hours=1),
+    Interval.DAY: timedelta(days=1),
+    Interval.WEEK: timedelta(days=7),
+}
+"""The fixed length of a local hour, day and week on the wall clock."""
+
+
 @dataclass(frozen=True, slots=True)
 class SeriesPoint:
     """The messages of ``[start, end)``, summed over the instances of a series (each
@@ -135,7 +143,7 @@ def series_bounds(
         return []
     cuts = [range.start]
     try:
-        for boundary in _boundaries(range.start, interval=interval, tz=tz):
+        for boundary, _ in _boundaries(range.start, interval=interval, tz=tz):
             if boundary >= range.end:
                 break
             if boundary > cuts[-1]:
@@ -154,7 +162,9 @@ def _too_many() -> BadUserInput:
     )
 
 
-def _boundaries(start: datetime, *, interval: Interval, tz: ZoneInfo) -> Iterator[datetime]:
+def _boundaries(
+    start: datetime, *, interval: Interval, tz: ZoneInfo
+) -> Iterator[tuple[datetime, timedelta | None]]:
     """The UTC instants of the local boundaries of ``interval``, increasing, from one
     at or before ``start`` on (endless). An hour also ends where the UTC offset changes
     (a point is one local hour at one offset)."""
@@ -162,33 +172,41 @@ def _boundaries(start: datetime, *, interval: Interval, tz: ZoneInfo) -> Iterato
     if interval is not Interval.HOUR:
         yield from walls
         return
-    previous = next(walls)
-    yield previous
-    for boundary in walls:
-        change = _offset_change(previous, boundary, tz=tz)
+    previous, offset = next(walls)
+    yield previous, offset
+    for boundary, known in walls:
+        if offset is None:
+            offset = previous.astimezone(tz).utcoffset()
+        change = _offset_change(previous, boundary, offset=offset, tz=tz)
         if change is not None:
-            yield change
-        yield boundary
-        previous = boundary
+            yield change, None
+        yield boundary, known
+        previous, offset = boundary, known
 
 
-def _wall_boundaries(start: datetime, *, interval: Interval, tz: ZoneInfo) -> Iterator[datetime]:
+def _wall_boundaries(
+    start: datetime, *, interval: Interval, tz: ZoneInfo
+) -> Iterator[tuple[datetime, timedelta | None]]:
+    """The instants of the local boundaries, each with the UTC offset there when known
+    without another look-up (the wall time is neither in a gap nor in a fold)."""
     wall = _floor_wall(start.astimezone(tz).replace(tzinfo=None), interval)
     with suppress(OverflowError):  # at the calendar's first boundary, none before it
         wall = _step_wall(wall, interval, back=True)
     last: datetime | None = None
+    every, step = interval is Interval.HOUR, _STEPS.get(interval)
     while True:
-        for instant in _instants(wall, tz=tz, every=interval is Interval.HOUR):
+        for instant, offset in _instants(wall, tz=tz, every=every):
             if last is None or instant > last:
                 last = instant
-                yield instant
-        wall = _step_wall(wall, interval)
+                yield instant, offset
+        wall = _step_wall(wall, interval) if step is None else wall + step
 
 
-def _offset_change(low: datetime, high: datetime, *, tz: ZoneInfo) -> datetime | None:
+def _offset_change(
+    low: datetime, high: datetime, *, offset: timedelta | None, tz: ZoneInfo
+) -> datetime | None:
     """The instant strictly inside ``(low, high)`` where the UTC offset of ``tz`` stops
-    being that of ``low``, if it does (a bisection to the millisecond)."""
-    offset = low.astimezone(tz).utcoffset()
+    being ``offset``, that of ``low``, if it does (a bisection to the millisecond)."""
     if (high - _MS).astimezone(tz).utcoffset() == offset:
         return None
     same, other = low, high - _MS
@@ -216,27 +234,31 @@ def _floor_wall(wall: datetime, interval: Interval) -> datetime:
 def _step_wall(wall: datetime, interval: Interval, *, back: bool = False) -> datetime:
     """``wall`` one ``interval`` later (earlier when ``back``); ``OverflowError`` past
     the years 1 to 9999."""
-    sign = -1 if back else 1
     if interval is Interval.MONTH:
-        months = wall.year * 12 + wall.month - 1 + sign
+        months = wall.year * 12 + wall.month - 1 + (-1 if back else 1)
         if not 1 <= months // 12 <= 9999:
             raise OverflowError("date value out of range")
         return wall.replace(year=months // 12, month=months % 12 + 1)
-    step = {Interval.HOUR: timedelta(hours=1), Interval.DAY: timedelta(days=1)}.get(
-        interval, timedelta(days=7)
-    )
-    return wall + sign * step
+    return wall - _STEPS[interval] if back else wall + _STEPS[interval]
 
 
-def _instants(wall: datetime, *, tz: ZoneInfo, every: bool) -> list[datetime]:
+def _instants(
+    wall: datetime, *, tz: ZoneInfo, every: bool
+) -> list[tuple[datetime, timedelta | None]]:
     """The UTC instants whose local time is ``wall``: one; two in a fold (only the first
-    unless ``every``); in a gap, the first instant after it."""
-    early = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
-    late = wall.replace(tzinfo=tz, fold=1).astimezone(UTC)
+    unless ``every``); in a gap, the first instant after it. Each comes with the UTC
+    offset there when it is the only instant of ``wall`` (else None)."""
+    early_offset = wall.replace(tzinfo=tz, fold=0).utcoffset()
+    late_offset = wall.replace(tzinfo=tz, fold=1).utcoffset()
+    assert early_offset is not None and late_offset is not None
+    early = (wall - early_offset).replace(tzinfo=UTC)
+    if early_offset == late_offset:  # neither in a gap nor in a fold
+        return [(early, early_offset)]
+    late = (wall - late_offset).replace(tzinfo=UTC)
     found = [moment for moment in sorted({early, late}) if _wall_of(moment, tz) == wall]
     if not found:
-        return [_gap_end(wall, tz=tz, low=min(early, late), high=max(early, late))]
-    return found if every else found[:1]
+        found = [_gap_end(wall, tz=tz, low=min(early, late), high=max(early, late))]
+    return [(moment, None) for moment in (found if every else found[:1])]
 
 
 def _wall_of(moment: datetime, tz: ZoneInfo) -> datetime:

@@ -4,11 +4,13 @@ from the published DST rules, and the brute-force reference."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from resolvers import timeranges
 from resolvers.errors import BadUserInput
 from resolvers.timeranges import MAX_POINTS, Interval, TimeRange, make_range, series_bounds
 from tests.reference import reference_bounds
@@ -192,3 +194,47 @@ def test_bounds_equal_the_brute_force_reference(
     end -= timedelta(microseconds=end.microsecond)
     expected = reference_bounds((start, end), interval=interval.value, timezone=zone)
     assert _bounds(start, end, interval, zone) == expected
+
+
+class _CountedZone(ZoneInfo):
+    """A timezone that counts its look-ups (``datetime`` calls these for every
+    conversion): how much zone work a series takes, not how long."""
+
+    lookups = 0
+
+    def utcoffset(self, dt: datetime | None) -> timedelta | None:
+        _CountedZone.lookups += 1
+        return super().utcoffset(dt)
+
+    def dst(self, dt: datetime | None) -> timedelta | None:
+        _CountedZone.lookups += 1
+        return super().dst(dt)
+
+    def fromutc(self, dt: datetime) -> datetime:
+        _CountedZone.lookups += 1
+        return super().fromutc(dt)
+
+
+@pytest.mark.parametrize(
+    ("interval", "per_point"),
+    [(Interval.HOUR, 4), (Interval.DAY, 2), (Interval.WEEK, 2), (Interval.MONTH, 2)],
+)
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", "America/New_York", "Pacific/Chatham"])
+def test_a_thousand_points_take_a_few_timezone_look_ups_each(
+    monkeypatch: pytest.MonkeyPatch, interval: Interval, per_point: int, zone: str
+) -> None:
+    """Each local boundary is read from the zone twice (its two fold readings tell a
+    plain wall time from a gap or a fold, and give its offset), an hour twice more to
+    see whether the offset changes inside it: the old walk checked every boundary again
+    (3 look-ups a day, 7 an hour)."""
+    monkeypatch.setattr(timeranges, "zone", _CountedZone)
+    start = _utc(2026, 1, 1, 0, 7)
+    step = {Interval.HOUR: H, Interval.WEEK: timedelta(weeks=1)}.get(interval, timedelta(days=1))
+    if interval is Interval.MONTH:
+        step = timedelta(days=30)
+    _CountedZone.lookups = 0
+
+    bounds = _bounds(start, start + 990 * step, interval, zone)
+
+    assert len(bounds) > 950
+    assert _CountedZone.lookups <= per_point * len(bounds) + 8
