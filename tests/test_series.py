@@ -4,10 +4,15 @@ local boundaries; the points sum to the metrics of the same range."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+import threading
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from bson import ObjectId
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -15,7 +20,7 @@ from pymongo import AsyncMongoClient, monitoring
 
 from resolvers import Database, InstanceRef, fetch_metrics
 from resolvers.metrics import fetch_series
-from resolvers.rollups import build_rollups, drop_rollups
+from resolvers.rollups import build_rollups, drop_rollups, ranges
 from resolvers.rollups.keys import Level
 from resolvers.rollups.ranges import SERIES_TOPS, read_series_tallies
 from resolvers.rollups.store import BUCKETS
@@ -260,3 +265,69 @@ async def test_a_series_of_decades_reads_only_the_months_of_the_instances_histor
     bounds = series_bounds(range=TimeRange(*cut), interval=Interval.HOUR, timezone="UTC")
     [point] = await _rollup_series(db, refs[:1], bounds[:1], Level.DAY)
     assert point.total_messages == 0
+
+
+@pytest.fixture
+def switching() -> Iterator[None]:
+    """Threads take turns often (every 0.1 ms), so a test sees the event loop run while
+    a worker thread computes, however fast the machine."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)
+    yield
+    sys.setswitchinterval(previous)
+
+
+async def test_the_event_loop_keeps_turning_while_a_long_series_is_planned_and_summed(
+    db: Database, monkeypatch: pytest.MonkeyPatch, switching: None
+) -> None:
+    """A thousand months at +05:30: the plan and the per-point sums are pure work
+    (milliseconds), done in a worker thread, so other requests (``/health`` too) keep
+    being served meanwhile; a task that yields at every turn of the loop gets turns
+    during the plan (none when it ran on the loop). The points equal the full scan."""
+    a = INSTANCE_IDS[0]
+    docs = [
+        {"instanceId": a, "timestamp": _utc(1990, 1, 31, 18, 29), "isGroup": False},
+        {"instanceId": a, "timestamp": _utc(1990, 1, 31, 18, 30), "isGroup": True},
+        {"instanceId": a, "timestamp": _utc(2026, 11, 20, 9), "isGroup": False},
+    ]
+    await db.messages.insert_many(docs)
+    await build_rollups(db=db)
+    span = TimeRange(_utc(1950, 1, 1, 0, 7), _utc(2032, 1, 1))
+    bounds = series_bounds(range=span, interval=Interval.MONTH, timezone="Asia/Kolkata")
+    cuts = [bounds[0][0], *(end for _, end in bounds)]
+    refs = [InstanceRef(id=a, name="a", ignore_group_messages=False)]
+    turns, during_plan, counted_in = 0, [], set()
+    plan, tally = ranges.plan_series, ranges.bucket_tally
+
+    def planning(*args: Any, **kwargs: Any) -> Any:
+        before = turns
+        found = plan(*args, **kwargs)
+        during_plan.append(turns - before)
+        return found
+
+    def tallying(*args: Any) -> Any:
+        counted_in.add(threading.get_ident())
+        return tally(*args)
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(ranges, "plan_series", planning)
+    monkeypatch.setattr(ranges, "bucket_tally", tallying)
+    ticking = asyncio.create_task(ticker())
+    try:
+        found = await read_series_tallies(
+            db=db, instances=refs, cuts=cuts, tops=SERIES_TOPS[Interval.MONTH]
+        )
+    finally:
+        ticking.cancel()
+
+    assert len(bounds) == 985
+    assert during_plan and during_plan[0] > 0
+    assert counted_in and threading.get_ident() not in counted_in
+    scanned = await fetch_series(db=db, instances=refs, bounds=bounds)
+    assert to_points(bounds, found[a]) == scanned
+    assert sum(point.total_messages for point in scanned) == 3

@@ -22,8 +22,9 @@ What buckets cannot tell is read otherwise:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,7 +46,18 @@ from resolvers.rollups.contribution import FLAGS, KINDS, Flag, contribution, dat
 from resolvers.rollups.keys import EPOCH, Level, ceil_to, decode_key, floor_to, to_millis
 from resolvers.rollups.read import WINDOWS
 from resolvers.rollups.store import BUCKETS, INSTANCES, find_by_ids, iter_raw, read_raw
-from resolvers.rollups.terms import Piece, Terms, interval_terms, series_terms
+from resolvers.rollups.terms import (
+    Footprint,
+    Piece,
+    Reads,
+    SeriesPlan,
+    SeriesSplit,
+    Terms,
+    footprint,
+    interval_terms,
+    moments_of,
+    reads_of,
+)
 from resolvers.series import Tally, nonzero
 from resolvers.timeranges import Interval, TimeRange
 
@@ -105,29 +117,49 @@ async def read_pieces(
     session: AsyncClientSession | None = None,
 ) -> dict[Piece, Tally]:
     """The counts of each piece (absent: no messages there), for the instance's flags."""
+    listed = list(pieces)
+    found = await _read_documents(db=db, instance=instance, reads=reads_of(listed), session=session)
+    return {listed[index]: tally for index, tally in found.tallies(_flags(instance)).items()}
+
+
+@dataclass(frozen=True, slots=True)
+class _Documents:
+    """What the pieces read hold, by the pieces' indexes: the bucket document of each
+    bucket with messages, the raw messages of each raw slice."""
+
+    buckets: dict[int, Mapping[str, Any]] = field(default_factory=dict)
+    raws: dict[int, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
+
+    def tallies(self, flags: tuple[Flag, ...]) -> dict[int, Tally]:
+        """The counts of each piece read (pure CPU: a series' run off the event loop)."""
+        found = {index: bucket_tally(doc, flags) for index, doc in self.buckets.items()}
+        found.update({index: raw_tally(docs, flags) for index, docs in self.raws.items()})
+        return found
+
+
+async def _read_documents(
+    *,
+    db: Database,
+    instance: InstanceRef,
+    reads: Reads,
+    session: AsyncClientSession | None,
+) -> _Documents:
+    """The documents of the pieces ``reads``: per bucket level one range query or ``$in``
+    batches, per raw slice an index range scan."""
     flags = _flags(instance)
-    by_level: dict[Level, dict[int, Piece]] = {}
-    raws: list[Piece] = []
-    for piece in pieces:
-        if piece.level is None:
-            raws.append(piece)
-        else:
-            by_level.setdefault(piece.level, {})[piece.start] = piece
-    found: dict[Piece, Tally] = {}
-    for level, starts in by_level.items():
+    found = _Documents()
+    for level, starts in reads.buckets.items():
         docs = await _bucket_docs(db, instance.id, level, set(starts), flags, session)
-        for start, doc in docs.items():
-            found[starts[start]] = bucket_tally(doc, flags)
-    for piece in raws:
-        raw = await read_raw(
+        found.buckets.update((starts[start], doc) for start, doc in docs.items())
+    for index, start, end in reads.raws:
+        found.raws[index] = await read_raw(
             db=db,
             instance=instance.id,
-            start=piece.start_time,
-            end=piece.end_time,
+            start=_time(start),
+            end=_time(end),
             projection=_RAW_FIELDS,
             session=session,
         )
-        found[piece] = raw_tally(raw, flags)
     return found
 
 
@@ -182,8 +214,8 @@ def bucket_tally(doc: Mapping[str, Any], flags: tuple[Flag, ...]) -> Tally:
                 tally.counters[name] += int(counters[name])
         if flag == "g":
             tally.counters["g"] += int(counters.get("n") or 0)
-        for field, target in (("t", tally.types), ("st", tally.statuses), ("mt", tally.media)):
-            for key, count in (counters.get(field) or {}).items():
+        for kind, target in (("t", tally.types), ("st", tally.statuses), ("mt", tally.media)):
+            for key, count in (counters.get(kind) or {}).items():
                 target[decode_key(key)] += int(count)
     return tally
 
@@ -239,9 +271,10 @@ async def read_series_tallies(
     session: AsyncClientSession | None = None,
 ) -> dict[ObjectId, list[Tally]]:
     """Per distinct instance, the counts of each point ``[cuts[k], cuts[k + 1])``, split
-    through whichever of ``tops`` reads the fewest documents."""
-    terms = plan_series(cuts, tops=tops)
-    pieces = {piece for point in terms for piece in point}
+    through whichever of ``tops`` reads the fewest documents. The pure work (the plan,
+    and each instance's counts from its documents) runs in a worker thread: for a
+    thousand points it takes milliseconds, which the event loop does not wait out."""
+    plan = await asyncio.to_thread(plan_series, cuts, tops=tops)
     refs = distinct_instances(instances)
     found: dict[ObjectId, list[Tally]] = {}
     with translate_driver_errors():
@@ -250,41 +283,58 @@ async def read_series_tallies(
             async for doc in find_by_ids(db[INSTANCES], [ref.id for ref in refs], session=session)
         }
         for ref in refs:
-            needed = _within(pieces, _held(docs.get(ref.id, {}), _flags(ref), _ALL_TIME))
-            tallies = await read_pieces(db=db, instance=ref, pieces=needed, session=session)
-            found[ref.id] = [combine(point, tallies) for point in terms]
+            reads = _within(plan, _held(docs.get(ref.id, {}), _flags(ref), _ALL_TIME))
+            read = await _read_documents(db=db, instance=ref, reads=reads, session=session)
+            found[ref.id] = await asyncio.to_thread(_point_tallies, plan, read, _flags(ref))
     return found
 
 
-def _within(pieces: Iterable[Piece], held: TimeRange | None) -> list[Piece]:
+def _point_tallies(plan: SeriesPlan, read: _Documents, flags: tuple[Flag, ...]) -> list[Tally]:
+    """The counts of each point of ``plan`` from the documents of its pieces."""
+    by_index: list[Tally | None] = [None] * len(plan.keys)
+    for index, tally in read.tallies(flags).items():
+        by_index[index] = tally
+    points = []
+    for point in plan.points:
+        total = Tally()
+        for index, sign in point:
+            found = by_index[index]
+            if found is not None:
+                total.add(found, sign=sign)
+        points.append(total)
+    return points
+
+
+def _within(plan: SeriesPlan, held: TimeRange | None) -> Reads:
     """The pieces that overlap ``held``, the months of an instance's dated messages (not
     cut to the range: a piece may reach before it, to be subtracted): the others hold
     none of its messages, so they are not read."""
     if held is None:
-        return []
-    low, high = to_millis(held.start), to_millis(held.end)
-    return [piece for piece in pieces if piece.start < high and piece.end > low]
+        return Reads({}, [])
+    return plan.reads(to_millis(held.start), to_millis(held.end))
 
 
-def plan_series(cuts: Sequence[datetime], *, tops: Sequence[Level]) -> list[Terms]:
-    """The terms of the points, through the top level that reads the fewest documents."""
-    options = [series_terms(cuts, top=top) for top in tops]
-    return min(options, key=lambda terms: documents_read({p for point in terms for p in point}))
+def plan_series(cuts: Sequence[datetime], *, tops: Sequence[Level]) -> SeriesPlan:
+    """The pieces of the points, through the top level that reads the fewest documents:
+    each split is costed without listing its whole top buckets, and only the one chosen
+    is built (linear in the points)."""
+    moments = moments_of(cuts)
+    splits = [SeriesSplit(moments, top=top) for top in tops]
+    best = splits[0]
+    if len(splits) > 1:
+        best = min(splits, key=lambda split: _documents(split.footprint()))
+    return best.plan()
 
 
 def documents_read(pieces: Iterable[Piece]) -> int:
     """How many bucket documents ``read_pieces`` reads at most (raw slices count one)."""
-    by_level: dict[Level, set[int]] = {}
-    total = 0
-    for piece in pieces:
-        if piece.level is None:
-            total += 1
-        else:
-            by_level.setdefault(piece.level, set()).add(piece.start)
-    for level, starts in by_level.items():
-        slots = _slots(min(starts), max(starts), level)
-        total += slots if _ranged(len(starts), slots) else len(starts)
-    return total
+    return _documents(footprint(pieces))
+
+
+def _documents(found: Footprint) -> int:
+    return found.raw + sum(
+        slots if _ranged(needed, slots) else needed for needed, slots in found.levels.values()
+    )
 
 
 def _ranged(needed: int, slots: int) -> bool:
