@@ -138,15 +138,11 @@ class SeriesPlan:
     _runs: dict[int, _Run] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        ordered = sorted(zip(self.keys, range(len(self.keys)), strict=True))
         runs: dict[int, _Run] = {}
         for code in {code for _, _, code in self.keys}:
-            run = [(start, end, index) for (start, end, of), index in ordered if of == code]
-            runs[code] = _Run(
-                starts=[start for start, _, _ in run],
-                ends=[end for _, end, _ in run],
-                indexes=[index for _, _, index in run],
-            )
+            run = sorted([(s, e, i) for i, (s, e, of) in enumerate(self.keys) if of == code])
+            starts, ends, indexes = (list(column) for column in zip(*run, strict=True))
+            runs[code] = _Run(starts, ends, indexes)
         object.__setattr__(self, "_runs", runs)
 
     @property
