@@ -144,6 +144,20 @@ async def _rollup_series(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(case=series_cases(), selection=selections)
+@example(  # a local month from 10:15 UTC is the next UTC month minus that day plus ten
+    # hours and a quarter: pieces before the instant, shared by the cut-short first point
+    case={
+        "zone": "Pacific/Chatham",
+        "interval": Interval.MONTH,
+        "range": (_utc(2020, 1, 18, 8, 55, 26), _utc(2020, 4, 1)),
+        "docs": [
+            {"instanceId": INSTANCE_IDS[0], "timestamp": _utc(2020, 1, 31, 5)},
+            {"instanceId": INSTANCE_IDS[0], "timestamp": _utc(2020, 1, 31, 10, 14)},
+            {"instanceId": INSTANCE_IDS[0], "timestamp": _utc(2020, 1, 31, 11)},
+        ],
+    },
+    selection=[(INSTANCE_IDS[0], False)],
+)
 @example(  # the first point is cut by the range's start, off the scan's group grid
     case={
         "zone": "UTC",

@@ -291,16 +291,16 @@ async def read_series_tallies(
 
 def _point_tallies(plan: SeriesPlan, read: _Documents, flags: tuple[Flag, ...]) -> list[Tally]:
     """The counts of each point of ``plan`` from the documents of its pieces."""
-    by_index: list[Tally | None] = [None] * len(plan.keys)
+    by_index: list[Tally | None] = [None] * len(plan.starts)
     for index, tally in read.tallies(flags).items():
         by_index[index] = tally
     points = []
-    for point in plan.points:
+    for indexes, weights in plan.points:
         total = Tally()
-        for index, sign in point:
+        for index, weight in zip(indexes, weights, strict=True):
             found = by_index[index]
             if found is not None:
-                total.add(found, sign=sign)
+                total.add(found, sign=weight)
         points.append(total)
     return points
 

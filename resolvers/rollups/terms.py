@@ -119,39 +119,57 @@ class Reads:
 
 
 class _Run(NamedTuple):
-    """Pieces of one code, ordered by start, with their indexes in a plan's keys."""
+    """The pieces of one level code in order, with their indexes in a plan."""
 
     starts: list[int]
     ends: list[int]
     indexes: list[int]
 
 
+class _Point(NamedTuple):
+    """A point of a plan: the indexes of its pieces and their weights (+1 or -1, or
+    more where the pieces of both of its ends count a piece the same way)."""
+
+    indexes: tuple[int, ...]
+    weights: tuple[int, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class SeriesPlan:
-    """The points of a series as signed sums of distinct pieces: ``keys`` holds each
-    piece as ``(start, end, level code)``, each point the indexes of its pieces in
-    ``keys`` with their signs. (A series has thousands of pieces: they stay keys, and
-    ``reads`` picks them for reading without making an object of each.)"""
+    """The points of a series as weighted sums of distinct pieces, in columns: piece
+    ``k`` is ``[starts[k], ends[k])`` of level code ``codes[k]``. (A series has thousands
+    of pieces: no object for each, nothing for the garbage collector to trace; ``reads``
+    picks a window of them for reading by bisection.)"""
 
-    keys: tuple[_Key, ...]
-    points: tuple[tuple[tuple[int, int], ...], ...]
+    starts: list[int]
+    ends: list[int]
+    codes: list[int]
+    points: list[_Point]
     _runs: dict[int, _Run] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         runs: dict[int, _Run] = {}
-        for code in {code for _, _, code in self.keys}:
-            run = sorted([(s, e, i) for i, (s, e, of) in enumerate(self.keys) if of == code])
-            starts, ends, indexes = (list(column) for column in zip(*run, strict=True))
-            runs[code] = _Run(starts, ends, indexes)
+        starts, ends = self.starts, self.ends
+        for code in set(self.codes):
+            indexes = [index for index, of in enumerate(self.codes) if of == code]
+            ordered = [starts[index] for index in indexes]
+            if not all(map(le, ordered, ordered[1:])):
+                indexes.sort(key=starts.__getitem__)
+                ordered = [starts[index] for index in indexes]
+            runs[code] = _Run(ordered, [ends[index] for index in indexes], indexes)
         object.__setattr__(self, "_runs", runs)
 
     @property
     def pieces(self) -> tuple[Piece, ...]:
-        return tuple(Piece(start, end, _LEVEL[code]) for start, end, code in self.keys)
+        found = zip(self.starts, self.ends, self.codes, strict=True)
+        return tuple(Piece(start, end, _LEVEL[code]) for start, end, code in found)
 
     def terms(self) -> list[Terms]:
         pieces = self.pieces
-        return [{pieces[index]: sign for index, sign in point} for point in self.points]
+        return [
+            {pieces[index]: weight for index, weight in zip(*point, strict=True)}
+            for point in self.points
+        ]
 
     def reads(self, low: int, high: int) -> Reads:
         """The pieces that overlap ``[low, high)`` (milliseconds): per bucket level a
@@ -169,6 +187,19 @@ class SeriesPlan:
                 pairs = zip(run.starts[first:last], run.indexes[first:last], strict=True)
                 buckets[_BUCKET[code]] = dict(pairs)
         return Reads(buckets, raws)
+
+
+def _plan_of(keys: Sequence[_Key], points: list[_Point]) -> SeriesPlan:
+    return SeriesPlan(
+        [start for start, _, _ in keys],
+        [end for _, end, _ in keys],
+        [code for _, _, code in keys],
+        points,
+    )
+
+
+def _weighted(found: Sequence[tuple[int, int]]) -> _Point:
+    return _Point(tuple([index for index, _ in found]), tuple([weight for _, weight in found]))
 
 
 def reads_of(pieces: Sequence[Piece]) -> Reads:
@@ -229,25 +260,31 @@ def footprint(pieces: Iterable[Piece]) -> Footprint:
 
 class _Rounded(NamedTuple):
     """An instant as ``anchor``, a boundary of the top level, plus the signed pieces
-    ``keys`` / ``signs`` between the two; relative to the start of its top bucket.
-    ``starts`` lists the pieces' starts per bucket level code and ``raws`` the raw
-    slices, for counting."""
+    ``keys`` / ``signs``; relative to the start of its top bucket. The instant, its
+    anchor and its pieces lie in ``[low, high)`` (rounded one way at one level and the
+    other way at the next, pieces reach past the instant: 10:15 is the next day minus
+    the day plus 10 hours and a quarter). ``starts`` lists the pieces' starts per bucket
+    level code and ``raws`` the raw slices, for counting."""
 
     anchor: int
+    low: int
+    high: int
     keys: tuple[_Key, ...]
     signs: tuple[int, ...]
     negated: tuple[int, ...]
     starts: tuple[tuple[int, tuple[int, ...]], ...]
     raws: tuple[tuple[int, int], ...]
+    columns: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 
     @property
     def pieces(self) -> zip[_Signed]:
         return zip(self.keys, self.signs, strict=True)
 
 
-class _Point(NamedTuple):
-    """A point's pieces: both ends' (``ends`` >= 0: the point follows the cut ``ends``,
-    and nothing cancels) or ``own``, plus the whole top buckets in ``[low, high)``."""
+class _Part(NamedTuple):
+    """A point's pieces in a split: both ends' (``ends`` >= 0: the point follows the cut
+    ``ends``, and nothing cancels) or ``own``, plus the whole top buckets in
+    ``[low, high)``."""
 
     ends: int
     own: tuple[_Signed, ...]
@@ -256,7 +293,7 @@ class _Point(NamedTuple):
     sign: int
 
 
-_EMPTY = _Point(-1, (), 0, 0, 1)
+_EMPTY = _Part(-1, (), 0, 0, 1)
 
 
 class SeriesSplit:
@@ -273,17 +310,17 @@ class SeriesSplit:
         self._anchors = [
             r.anchor + base for r, base in zip(self._rounded, self._bases, strict=True)
         ]
-        pairs = list(zip(self._moments, self._anchors, strict=True))
-        self._lows = [moment if moment <= anchor else anchor for moment, anchor in pairs]
-        self._highs = [anchor if moment <= anchor else moment for moment, anchor in pairs]
+        pairs = list(zip(self._rounded, self._bases, strict=True))
+        self._lows = [rounded.low + base for rounded, base in pairs]
+        self._highs = [rounded.high + base for rounded, base in pairs]
         self._cancelled: dict[tuple[tuple[int, int], tuple[int, int], int], tuple[_Signed, ...]]
         self._cancelled = {}
         self._owners: list[int] = []  # the points with pieces of their own (``_split``)
-        self._points = self._split()
+        self._parts = self._split()
 
     def size(self, index: int) -> int:
         """How many pieces point ``index`` has."""
-        point = self._points[index]
+        point = self._parts[index]
         ends = 0
         if point.ends >= 0:
             ends = len(self._rounded[point.ends].keys) + len(self._rounded[point.ends + 1].keys)
@@ -292,7 +329,7 @@ class SeriesSplit:
     def footprint(self) -> Footprint:
         starts: dict[int, set[int]] = {}
         raws: set[tuple[int, int]] = set()
-        for point in self._points:
+        for point in self._parts:
             for (start, end, code), _ in point.own:
                 if code == _RAW:
                     raws.add((start, end))
@@ -309,7 +346,7 @@ class SeriesSplit:
                     target.update(map(start.__add__, found))
             for start, end in rounded.raws:
                 raws.update(zip(map(start.__add__, found), map(end.__add__, found), strict=True))
-        spans = _merged([(p.low, p.high) for p in self._points if p.low < p.high])
+        spans = _merged([(p.low, p.high) for p in self._parts if p.low < p.high])
         return _footprint(starts, raw=len(raws), top=(self._code, spans))
 
     def plan(self) -> SeriesPlan:
@@ -317,85 +354,106 @@ class SeriesSplit:
             return self._plan_disjoint()
         keys: dict[_Key, int] = {}
         ends: dict[int, tuple[list[tuple[int, int]], list[tuple[int, int]]]] = {}
-        points: list[tuple[tuple[int, int], ...]] = []
-        for point in self._points:
-            found = [(keys.setdefault(key, len(keys)), sign) for key, sign in point.own]
-            if point.ends >= 0:
-                found += self._signed_ends(point.ends, keys, ends)
-            found += [
-                (keys.setdefault(key, len(keys)), point.sign)
-                for key in self._top_keys(point.low, point.high)
-            ]
-            points.append(tuple(found))
-        return SeriesPlan(tuple(keys), tuple(points))
+        points: list[_Point] = []
+        for part in self._parts:
+            found = [(keys.setdefault(key, len(keys)), sign) for key, sign in part.own]
+            if part.ends >= 0:
+                found += self._signed_ends(part.ends, keys, ends)
+            top = zip(*self._top_columns(part.low, part.high), repeat(self._code), strict=False)
+            found += [(keys.setdefault(key, len(keys)), part.sign) for key in top]
+            points.append(_weighted(found))
+        return _plan_of(list(keys), points)
 
     def _plan_disjoint(self) -> SeriesPlan:
         """``plan`` when no two cuts' pieces and no two points' top buckets can be the
         same (``_disjoint``): those are listed once each without looking them up; only a
-        point's own pieces are looked up (in the cuts' pieces, then each other's)."""
-        keys: list[_Key] = []
-        plus: list[list[tuple[int, int]]] = [[] for _ in self._moments]
-        minus: list[list[tuple[int, int]]] = [[] for _ in self._moments]
-        known: dict[_Key, int] = {}
+        point's own pieces are (in the cuts' pieces near them, then each other's)."""
+        columns: tuple[list[int], list[int], list[int]] = ([], [], [])
+        starts, ends, codes = columns
+        blocks: dict[int, range] = {}
         for cut in sorted(self._used()):
             rounded, base = self._rounded[cut], self._bases[cut]
-            if not rounded.keys:
-                continue
-            first = len(keys)
-            keys += [(start + base, end + base, code) for start, end, code in rounded.keys]
-            indexes = range(first, len(keys))
-            plus[cut] = list(zip(indexes, rounded.signs, strict=True))
-            minus[cut] = list(zip(indexes, rounded.negated, strict=True))
-            if self._owners:
-                known.update(zip(keys[first:], indexes, strict=True))
-        points: list[tuple[tuple[int, int], ...]] = []
-        for point in self._points:
-            found = minus[point.ends] + plus[point.ends + 1] if point.ends >= 0 else []
-            if point.own:
-                found += [(_index(key, keys, known), sign) for key, sign in point.own]
-            if point.low < point.high:
-                first = len(keys)
-                keys += self._top_keys(point.low, point.high)
-                found += zip(range(first, len(keys)), repeat(point.sign))
-            points.append(tuple(found))
-        return SeriesPlan(tuple(keys), tuple(points))
+            if rounded.keys:
+                first = len(starts)
+                starts += [start + base for start in rounded.columns[0]]
+                ends += [end + base for end in rounded.columns[1]]
+                codes += rounded.columns[2]
+                blocks[cut] = range(first, len(starts))
+        known = self._known(blocks, columns)
+        points: list[_Point] = []
+        for part in self._parts:
+            indexes: list[int] = []
+            weights: tuple[int, ...] = ()
+            if part.ends >= 0:
+                left, right = part.ends, part.ends + 1
+                indexes += [*blocks.get(left, ()), *blocks.get(right, ())]
+                weights = self._rounded[left].negated + self._rounded[right].signs
+            if part.own:
+                indexes += [_index(key, columns, known) for key, _ in part.own]
+                weights += tuple([weight for _, weight in part.own])
+            if part.low < part.high:
+                first = len(starts)
+                top_starts, top_ends = self._top_columns(part.low, part.high)
+                starts += top_starts
+                ends += top_ends
+                codes += [self._code] * len(top_starts)
+                indexes += range(first, len(starts))
+                weights += (part.sign,) * len(top_starts)
+            points.append(_Point(tuple(indexes), weights))
+        return SeriesPlan(starts, ends, codes, points)
+
+    def _known(
+        self, blocks: dict[int, range], columns: tuple[list[int], list[int], list[int]]
+    ) -> dict[_Key, int]:
+        """The pieces of the cuts (``blocks``) near a point's own pieces, by key."""
+        known: dict[_Key, int] = {}
+        spans = sorted((self._lows[cut], self._highs[cut], cut) for cut in blocks)
+        lows, highs = [low for low, _, _ in spans], [high for _, high, _ in spans]
+        for owner in self._owners:
+            own = self._parts[owner].own
+            low, high = min(key[0] for key, _ in own), max(key[1] for key, _ in own)
+            for _, _, cut in spans[bisect_right(highs, low) : bisect_left(lows, high)]:
+                block = blocks[cut]
+                found = zip(*(column[block.start : block.stop] for column in columns), strict=True)
+                known.update(zip(found, block, strict=True))
+        return known
 
     def _disjoint(self) -> bool:
         """Whether no two cuts' pieces overlap, no two points' top buckets do, and no
         point has top buckets of its own (a quarter through quarters): pieces of
         different codes differ, and the top's is not a cut's."""
-        owned = (self._points[point].own for point in self._owners)
+        owned = (self._parts[part].own for part in self._owners)
         if any(code == self._code for own in owned for (_, _, code), _ in own):
             return False
         cuts = sorted(
             [(self._lows[cut], self._highs[cut]) for cut in self._used() if self._rounded[cut].keys]
         )
-        tops = sorted([(point.low, point.high) for point in self._points if point.low < point.high])
+        tops = sorted([(point.low, point.high) for point in self._parts if point.low < point.high])
         return _apart(cuts) and _apart(tops)
 
     def _used(self) -> set[int]:
-        """The cuts whose pieces are a point's (``_Point.ends``)."""
-        used = {point.ends for point in self._points if point.ends >= 0}
+        """The cuts whose pieces are a point's (``_Part.ends``)."""
+        used = {point.ends for point in self._parts if point.ends >= 0}
         return used.union([cut + 1 for cut in used])
 
-    def _split(self) -> list[_Point]:
+    def _split(self) -> list[_Part]:
         moments, anchors, lows, highs = self._moments, self._anchors, self._lows, self._highs
-        points: list[_Point] = []
+        points: list[_Part] = []
         for cut in range(len(moments) - 1):
             a, b = moments[cut], moments[cut + 1]
             if a >= b:
                 points.append(_EMPTY)
             elif a // _QUARTER == (b - 1) // _QUARTER:
-                points.append(_Point(-1, _within_quarter(a, b), 0, 0, 1))
+                points.append(_Part(-1, _within_quarter(a, b), 0, 0, 1))
                 self._owners.append(cut)
             else:
                 left, right = anchors[cut], anchors[cut + 1]
                 low, high, sign = (left, right, 1) if left <= right else (right, left, -1)
                 if highs[cut] <= lows[cut + 1] or highs[cut + 1] <= lows[cut]:  # none in both
-                    points.append(_Point(cut, (), low, high, sign))
+                    points.append(_Part(cut, (), low, high, sign))
                 else:
                     own = self._cancel(cut)
-                    points.append(_Point(-1, own, low, high, sign))
+                    points.append(_Part(-1, own, low, high, sign))
                     if own:
                         self._owners.append(cut)
         return points
@@ -441,28 +499,30 @@ class SeriesSplit:
             return _month_number(_month_of(high - 1)[0]) - _month_number(low) + 1
         return (high - low) // _WIDTH[self._code]
 
-    def _top_keys(self, low: int, high: int) -> list[_Key]:
-        code = self._code
-        if code != _M:
-            width = _WIDTH[code]
-            return list(
-                zip(range(low, high, width), range(low + width, high + width, width), repeat(code))
-            )
-        found = []
+    def _top_columns(self, low: int, high: int) -> tuple[Sequence[int], Sequence[int]]:
+        """The starts and ends of the top buckets in ``[low, high)``."""
+        if self._code != _M:
+            width = _WIDTH[self._code]
+            return range(low, high, width), range(low + width, high + width, width)
+        starts, ends = [], []
         start = low
         while start < high:
-            end = start + _month_of(start)[1]
-            found.append((start, end, code))
-            start = end
-        return found
+            starts.append(start)
+            start += _month_of(start)[1]
+            ends.append(start)
+        return starts, ends
 
 
-def _index(key: _Key, keys: list[_Key], known: dict[_Key, int]) -> int:
-    """The index of ``key`` in ``keys``, where ``known`` has it; else appended."""
+def _index(
+    key: _Key, columns: tuple[list[int], list[int], list[int]], known: dict[_Key, int]
+) -> int:
+    """The index of the piece ``key`` in ``columns``, where ``known`` has it; else it
+    is added."""
     index = known.get(key)
     if index is None:
-        index = known[key] = len(keys)
-        keys.append(key)
+        index = known[key] = len(columns[0])
+        for column, value in zip(columns, key, strict=True):
+            column.append(value)
     return index
 
 
@@ -542,11 +602,18 @@ class _Rounder:
         signs = tuple(sign for _, sign in pieces)
         return _Rounded(
             anchor=point,
+            low=min([moment, point, *(start for start, _, _ in keys)]),
+            high=max([moment, point, *(end for _, end, _ in keys)]),
             keys=keys,
             signs=signs,
             negated=tuple(-sign for sign in signs),
             starts=tuple((code, tuple(found)) for code, found in starts.items()),
             raws=tuple((start, end) for start, end, code in keys if code == _RAW),
+            columns=(
+                tuple([start for start, _, _ in keys]),
+                tuple([end for _, end, _ in keys]),
+                tuple([code for _, _, code in keys]),
+            ),
         )
 
 
