@@ -136,6 +136,32 @@ async def test_existing_messages_are_built_then_followed(db: Database) -> None:
         await running.stop()
 
 
+async def test_the_position_moves_with_each_full_batch_not_only_once_caught_up(
+    db: Database,
+) -> None:
+    """Under constant load the stream is rarely caught up: each committed batch still
+    moves the applied position, to just below its last event, so requests need not wait
+    for a quiet moment."""
+    seen: list[Any] = []
+
+    async def hook() -> None:
+        seen.append(running.position.applied)
+
+    options = ConsumerOptions(idle_poll=0.01, retry_delay=0.05, batch_size=3)
+    running = _consumer(db, options=options, fault_hook=hook)
+    running.start()
+    try:
+        await settle(db, running)
+        seen.clear()
+        await db.messages.insert_many([message(A, days_ago=d / 10) for d in range(30)])
+        await settle(db, running)
+        await assert_exact(db, instances=(A,))
+    finally:
+        await running.stop()
+    moved = [position for position in seen if position is not None]
+    assert len(set(moved)) >= 5, seen  # ten batches of three, each past the one before
+
+
 async def test_crash_between_apply_and_commit_loses_and_doubles_nothing(db: Database) -> None:
     crashing = asyncio.Event()
 

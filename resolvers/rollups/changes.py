@@ -56,6 +56,10 @@ class Changes:
         self._add(removed, sign=-1)
         self._add(contribution(after), sign=1)
 
+    @property
+    def adds_only(self) -> bool:
+        return self._adds_only
+
     def is_empty(self) -> bool:
         return not (self._instances or self._values or self._times or any(self._buckets.values()))
 

@@ -7,6 +7,18 @@ position and the lease fence. A crash before the commit loses nothing (the strea
 resumes at the stored token); after it, nothing is counted twice. Anything the stream
 cannot express as a delta (no pre-image, a dropped or renamed collection, lost
 history) drops the rollups and builds them again, in the same loop (``backfill.py``).
+Under load, a batch is whatever arrived during the previous commit (so batches grow
+with the rate), and its position is the cluster time just below its last event, so the
+applied position moves without waiting for a quiet moment.
+
+While building, the reads of the instance being built are folded in memory and written
+when it is done (or every ``flush_entries`` / ``flush_every``): a value or bucket touched
+by many reads is written once, not once a read. A small fold is written with its
+progress in the batch's transaction; a large one in parts outside any transaction
+(SecantusDB never commits a transaction of more writes than its oplog holds), the
+instance marked in ``rollup_state.flushing`` meanwhile: a process that finds the mark
+drops that instance's rollups and builds it again. A restart otherwise goes on from the
+last written progress.
 
 The applied position is a cluster time P: every message write at or before P is in the
 rollups of every built instance. It moves when a poll of the stream comes back empty:
@@ -122,11 +134,6 @@ class ConsumerOptions:
     flush_part: int = 1_000
     retry_delay: float = 1.0
     """Seconds before starting over after a database error."""
-    commit_every: float = 0.1
-    """While events keep coming, seconds between two commits at least: the events of that
-    time are summed into one transaction (SecantusDB spends ~1 ms per command and per
-    bucket written, so a commit per handful of events cannot keep up with 200 writes/s).
-    A request of this process waiting for its writes ends the wait at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +223,9 @@ class _Batch:
     events: list[Mapping[str, Any]]
     caught_up: bool
     coverage: Timestamp | None
-    """When caught up: a cluster time observed before the empty poll."""
+    """When caught up: a cluster time observed before the empty poll; else just below
+    the last event's (every earlier write to ``messages`` came before it: the stream is
+    in cluster-time order), so the position moves under constant load too."""
     ended: bool = False
     """The stream closed after these events (an invalidate, say)."""
     resumed_from: Mapping[str, Any] | None = None
@@ -536,7 +545,6 @@ class _Follower:
         """The instance whose reads are folded."""
         self._flush: _Flush | None = None
         self._flushed_at = time.monotonic()
-        self._committed_at = 0.0
         self._refreshed_at = 0.0
         self._refreshed: Timestamp | None = None
         self._logged_at = 0.0
@@ -567,25 +575,11 @@ class _Follower:
                 raise _lost_or(exc) from exc
             if event is None and not self._stream.alive:
                 return _Batch(events, False, None, ended=True, resumed_from=before)
-            if event is None and events and await self._gather_more():
-                continue
             if event is None:
                 return _Batch(events, True, coverage, resumed_from=before)
             events.append(event)
             self._consumer._behind = len(events)
-        return _Batch(events, False, None, resumed_from=before)
-
-    async def _gather_more(self) -> bool:
-        """Whether to wait for more events before committing those read: only while
-        the last commit is less than ``commit_every`` ago and no request waits."""
-        nudge = self._consumer.position.nudge
-        left = self._consumer._options.commit_every - (time.monotonic() - self._committed_at)
-        if left <= 0 or nudge.is_set():
-            return False
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(min(left, self._consumer._options.idle_poll)):
-                await nudge.wait()
-        return True
+        return _Batch(events, False, _before(events[-1]), resumed_from=before)
 
     def _coverage(self) -> Timestamp | None:
         """A cluster time observed before the next poll: everything written up to it is
@@ -642,7 +636,6 @@ class _Follower:
             mark=flush and not whole,
             flushing=self._folding,
         )
-        self._committed_at = time.monotonic()
         if not flush:
             return
         if whole:
@@ -775,6 +768,17 @@ def _distrust(state: RollupState | None) -> str | None:
     if state.token is None and not fresh:
         return "no stream position was saved"
     return None
+
+
+def _before(event: Mapping[str, Any]) -> Timestamp | None:
+    """The cluster time just below ``event``'s (not at it: a transaction's events share
+    one, and the rest of it may not be read yet)."""
+    moment = event.get("clusterTime")
+    if not isinstance(moment, Timestamp) or (moment.time == 0 and moment.inc == 0):
+        return None
+    if moment.inc > 0:
+        return Timestamp(moment.time, moment.inc - 1)
+    return Timestamp(moment.time - 1, 2**32 - 1)
 
 
 def _lost_or(exc: OperationFailure) -> Exception:

@@ -34,7 +34,7 @@ from resolvers.db import Database
 from resolvers.indexes import ensure_indexes
 from resolvers.rollups.changes import Changes, next_extreme
 from resolvers.rollups.contribution import FLAGS, Flag, Kind, dated, flag_of, owner
-from resolvers.rollups.keys import Level, ceil_to, floor_to, part_index
+from resolvers.rollups.keys import Level, ceil_to, floor_to, part_index, truncate_to_millis
 
 __all__ = [
     "BUCKETS",
@@ -86,9 +86,10 @@ async def apply_changes(
         return
     stored_values = await _read_values(db=db, changes=changes, session=session)
     stored_extremes = await _read_extremes(db=db, changes=changes, session=session)
+    stored_buckets = await _read_buckets(db=db, changes=changes, session=session)
     write = _Writer(session=session, pause=pause)
     await write(db[VALUES], _value_ops(changes, stored_values))
-    await write(db[BUCKETS], _bucket_ops(changes))
+    await write(db[BUCKETS], _bucket_ops(changes, stored_buckets))
     unique = _unique_increments(changes, stored_values)
     plan = _ExtremePlan(changes, stored_extremes)
     await write(db[INSTANCES], _instance_ops(changes, unique, plan))
@@ -230,7 +231,32 @@ def _shrinks(deltas: Mapping[str, int]) -> bool:
     return any(deltas.get(f"{flag}.n", 0) < 0 for flag in FLAGS)
 
 
-def _bucket_ops(changes: Changes) -> list[_Update]:
+_BucketId = tuple[str, ObjectId, datetime]
+"""(level, instance, start)."""
+
+
+async def _read_buckets(
+    *, db: Database, changes: Changes, session: AsyncClientSession | None
+) -> set[_BucketId] | None:
+    """Which touched buckets exist, when ``changes`` only add messages (a build): the
+    others are inserted. None otherwise: every bucket is upserted (a batch of events
+    touches a few buckets, which mostly exist)."""
+    if not changes.adds_only:
+        return None
+    wanted: dict[tuple[str, ObjectId], list[datetime]] = {}
+    for level in Level:
+        for instance, start in {*changes.bucket_counters(level), *_part_counts(changes, level)}:
+            wanted.setdefault((level.value, instance), []).append(start)
+    found: set[_BucketId] = set()
+    for (name, instance), starts in wanted.items():
+        for first in range(0, len(starts), IN_BATCH):
+            query = {"i": instance, "l": name, "t": {"$in": starts[first : first + IN_BATCH]}}
+            cursor = db[BUCKETS].find(query, {"_id": 0, "t": 1}, session=session)
+            found.update([(name, instance, truncate_to_millis(doc["t"])) async for doc in cursor])
+    return found
+
+
+def _bucket_ops(changes: Changes, stored: set[_BucketId] | None) -> list[_Update]:
     ops: list[_Update] = []
     for level in Level:
         counters, parts = changes.bucket_counters(level), _part_counts(changes, level)
@@ -239,10 +265,25 @@ def _bucket_ops(changes: Changes) -> list[_Update]:
             deltas = counters.get((instance, start), {})
             key = {"i": instance, "l": level.value, "t": start}
             increments = {**_increments(deltas), **parts.get((instance, start), {})}
+            if stored is not None and (level.value, instance, start) not in stored:
+                ops.append(InsertOne(_nested(key, increments)))
+                continue
             ops.append(UpdateOne(key, {"$inc": increments}, upsert=True))
             if _shrinks(deltas):
                 ops.append(DeleteOne({**key, **_EMPTY}))
     return ops
+
+
+def _nested(doc: Mapping[str, Any], fields: Mapping[str, int]) -> dict[str, Any]:
+    """``doc`` with dotted ``fields`` as nested documents (what ``$inc`` would make)."""
+    made: dict[str, Any] = dict(doc)
+    for path, value in fields.items():
+        *parents, leaf = path.split(".")
+        node = made
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = value
+    return made
 
 
 def _part_counts(changes: Changes, level: Level) -> dict[tuple[ObjectId, datetime], dict[str, int]]:
