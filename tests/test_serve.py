@@ -196,3 +196,19 @@ def test_serve_reaps_a_database_that_died_and_says_so_in_health_and_the_log(
     reason = "embedded database was killed by SIGKILL (exit code -9)"
     assert health.json()["checks"]["db"] == reason
     until(lambda: reason in served.log.read_text())
+
+
+def test_the_listening_socket_answers_kept_alive_connections_without_nagle_delays() -> None:
+    # `serve` binds its port itself and hands the socket to uvicorn, which then leaves
+    # TCP_NODELAY unset: every response on a kept-alive connection waited ~40 ms for the
+    # client's delayed ACK. Accepted sockets inherit the option from the listener.
+    from graph.cli import _listen
+
+    listener = _listen("127.0.0.1", 0)
+    try:
+        client = socket.create_connection(listener.getsockname())
+        accepted, _ = listener.accept()
+        with client, accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        listener.close()
