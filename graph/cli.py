@@ -33,8 +33,9 @@ from resolvers.admin import (
     rotate,
     set_ignore_group_messages,
 )
-from resolvers.rollups.consumer import RollupConsumer, stored_status
+from resolvers.rollups.consumer import RollupConsumer
 from resolvers.rollups.lease import read_lease
+from resolvers.rollups.source import RollupSource, SourceSetting, stored_source_status
 from resolvers.rollups.state import STATE_COLLECTION
 from resolvers.seed import DemoTokens, add_messages, seed_demo, seed_messages
 
@@ -627,10 +628,14 @@ def rollups() -> None:
 @_with_settings
 def rollups_status(settings: Settings) -> None:
     """Whether the rollups are ready, building (how far) or without a consumer."""
-    status = _run(settings, lambda db: stored_status(db=db))
-    click.echo(f"rollups: {status.phase}, {status.percent:.1f}% built")
+    stored = _run(settings, lambda db: stored_source_status(db=db))
+    status = stored.status
+    source = f" (kept by the {stored.source})" if stored.source else ""
+    click.echo(f"rollups: {status.phase}, {status.percent:.1f}% built{source}")
     if status.applied_at is not None:
         click.echo(f"applied up to {status.applied_at.as_datetime().isoformat()}")
+    if stored.watermark is not None:
+        click.echo(f"every write up to {stored.watermark.isoformat()} is counted")
     click.echo(f"behind the database by about {status.lag_seconds:.0f}s")
     if status.error:
         click.echo(f"note: {status.error}")
@@ -642,19 +647,20 @@ def rollups_rebuild(settings: Settings) -> None:
     """Drop the rollups and build them again from the messages, here, with a progress
     bar. Meanwhile requests stay exact: they scan the messages. Refused while a running
     service applies the change stream (stop it first; it rebuilds by itself whenever
-    its stream cannot resume)."""
-    _run(settings, _rebuild)
+    its stream cannot resume). Kept by the source ``ROLLUPS_SOURCE`` names: on a
+    standalone server (``auto``), the ``updatedAt`` watermark."""
+    _run(settings, functools.partial(_rebuild, source=settings.rollups_source))
     click.echo("rollups rebuilt: ready")
 
 
-async def _rebuild(db: Database) -> None:
+async def _rebuild(db: Database, *, source: SourceSetting) -> None:
     lease = await read_lease(db=db)
     if lease is not None and lease.expires_at > _now():
         raise click.ClickException(
             f"a running service ({lease.holder}) applies the change stream; stop it first"
         )
     await db[STATE_COLLECTION].delete_many({})  # no state: the consumer builds anew
-    consumer = RollupConsumer(db=db)
+    consumer = RollupSource(db=db, source=source)  # no reconcile: it has just built
     consumer.start()
     try:
         await _follow_build(consumer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pymongo.uri_parser import parse_uri
 from graph.cli import main
 from graph.embedded import free_port
 from resolvers import hash_token
+from tests.standalone import standalone_server
 
 TOKEN = re.compile(r"token \(store it now, it is not shown again\): (\S+)")
 
@@ -336,6 +338,42 @@ def test_rollups_rebuild_builds_them_with_a_progress_bar_and_status_reports_it(
     ) == store.messages.count_documents({"instanceId": instance["_id"]})
     after = cli("rollups", "status")
     assert after.exit_code == 0 and "100.0% built" in after.output, after.output
+
+
+def test_rollups_rebuild_on_a_standalone_server_builds_with_the_watermark() -> None:
+    """A standalone server has no change stream: the rebuild (and status) use the
+    ``updatedAt`` watermark instead of failing on the stream."""
+    with standalone_server() as uri:
+        env = {"MONGODB_URI": uri, "MONGODB_DATABASE": "cli_standalone"}
+
+        def run(*args: str) -> Result:
+            return CliRunner().invoke(main, list(args), env=env)
+
+        _token(run("accounts", "create", "Acme"))
+        _token(run("instances", "create", "--account", "Acme", "sales"))
+        assert run("seed", "--account", "Acme", "--messages", "200").exit_code == 0
+
+        script = Path(sys.executable).with_name("message-metrics")
+        rebuilt = subprocess.run(  # a rebuild that cannot progress must fail, not hang
+            [str(script), "rollups", "rebuild"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+        assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+        assert "rollups rebuilt: ready" in rebuilt.stdout
+        status = run("rollups", "status")
+        assert status.exit_code == 0, status.output
+        assert "100.0% built (kept by the watermark)" in status.output, status.output
+        assert "every write up to" in status.output
+        with MongoClient(uri) as client:
+            db = client["cli_standalone"]
+            instance = db.instances.find_one({"name": "sales"})
+            counts = db.rollup_instances.find_one({"_id": instance["_id"]})["c"]
+            stored = counts["o"]["n"] + counts.get("g", {}).get("n", 0)
+            assert stored == db.messages.count_documents({"instanceId": instance["_id"]}) == 200
 
 
 def test_rollups_rebuild_is_refused_while_a_service_applies_the_stream(

@@ -18,14 +18,22 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from bson import ObjectId
 from pymongo.errors import OperationFailure, PyMongoError
 
 from resolvers.db import Database
-from resolvers.rollups.consumer import ConsumerOptions, ConsumerStatus, RollupConsumer
+from resolvers.rollups.consumer import (
+    ConsumerOptions,
+    ConsumerStatus,
+    Phase,
+    RollupConsumer,
+    stored_status,
+)
+from resolvers.rollups.lease import read_lease
 from resolvers.rollups.reconcile import (
     ChangeStreamView,
     ReconcilePass,
@@ -34,8 +42,17 @@ from resolvers.rollups.reconcile import (
 )
 from resolvers.rollups.state import STATE_COLLECTION
 from resolvers.rollups.watermark import WatermarkFollower, WatermarkOptions
+from resolvers.rollups.watermark_state import read_watermark_state
 
-__all__ = ["Mode", "RollupSource", "SourceSetting", "reconcile_period", "source_fields"]
+__all__ = [
+    "Mode",
+    "RollupSource",
+    "SourceSetting",
+    "StoredStatus",
+    "reconcile_period",
+    "source_fields",
+    "stored_source_status",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -64,6 +81,33 @@ def source_fields(consumer: RollupConsumer | None) -> dict[str, object]:
     every = consumer.reconcile_every
     minutes = None if every is None else round(every.total_seconds() / 60, 3)
     return {"source": consumer.mode or consumer.setting, "reconcileMinutes": minutes}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredStatus:
+    """The rollups' progress as another process (the CLI) sees it in the database:
+    ``source`` None while nothing has been built; ``watermark`` in watermark mode."""
+
+    status: ConsumerStatus
+    source: Mode | None
+    watermark: datetime | None = None
+
+
+async def stored_source_status(*, db: Database) -> StoredStatus:
+    """``stored_status`` for the source that keeps the rollups: the change stream's
+    state reads a cluster time, which a standalone server does not have."""
+    state = await read_watermark_state(db=db)
+    if state is None or not state.ours:
+        found = await stored_status(db=db)
+        return StoredStatus(found, None if state is None else "change-stream")
+    now = datetime.now(UTC)
+    lease = await read_lease(db=db)
+    held = lease is not None and lease.expires_at > now
+    built: Phase = "ready" if state.build is None else "building"
+    lag = 0.0 if state.watermark is None else max((now - state.watermark).total_seconds(), 0)
+    error = None if held else "no process holds the consumer lease"
+    found = ConsumerStatus(built if held else "standby", state.percent(), 0, lag, None, error)
+    return StoredStatus(found, "watermark", state.watermark)
 
 
 class RollupSource(RollupConsumer):
