@@ -1,8 +1,10 @@
 """A SecantusDB without change streams (``--standalone``): what a standalone ``mongod``
-offers the rollups (no change stream, no cluster time)."""
+offers the rollups (no change stream, no cluster time). ``STANDALONE_MONGODB_URI`` points
+the tests at a real standalone ``mongod`` instead (CI runs one beside the replica set)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -19,6 +21,10 @@ __all__ = ["standalone_server"]
 @contextmanager
 def standalone_server(*, startup_timeout: float = 30.0) -> Iterator[str]:
     """Start one on a free loopback port, in memory; yields its URI; stops it after."""
+    given = os.environ.get("STANDALONE_MONGODB_URI")
+    if given:
+        yield given
+        return
     port = free_port()
     command = [
         str(Path(sys.executable).with_name("secantusd-py")),
