@@ -135,11 +135,11 @@ async def fetch_summaries(
 async def _scan_counts(
     *, db: Database, instances: Sequence[InstanceRef]
 ) -> dict[ObjectId, Mapping[str, Any]]:
-    match = {"$match": build_match(instances=instances)}
+    match = build_match(instances=instances)
     timestamp = {"$cond": [IS_DATED, "$timestamp", None]}
     group = {"_id": "$instanceId", "n": {"$sum": 1}, "last": {"$max": timestamp}}
     with translate_driver_errors():
-        cursor = await db.messages.aggregate([match, {"$group": group}])
+        cursor = await db.messages.aggregate([*match, {"$group": group}])
         return {row["_id"]: row async for row in cursor}
 
 

@@ -103,7 +103,7 @@ def build_metrics_pipeline(
     """The aggregation on ``messages`` whose single result ``read_metrics`` understands;
     ``unique`` False leaves the distinct counts out (they read 0)."""
     return [
-        {"$match": build_match(instances=instances)},
+        *build_match(instances=instances),
         _facets(now, counters=True, unique=unique),
     ]
 
@@ -161,17 +161,23 @@ def _facets(now: datetime, *, counters: bool, unique: bool) -> dict[str, Any]:
     return {"$facet": facets}
 
 
-def build_match(*, instances: Sequence[InstanceRef]) -> dict[str, Any]:
-    """The ``$match`` of the messages that count for ``instances``."""
-    # A query on an array field matches its elements: without ``$not``, a document whose
-    # instanceId is ``[id]`` would count for that instance. Only an ObjectId attributes.
+def build_match(*, instances: Sequence[InstanceRef]) -> list[dict[str, Any]]:
+    """The ``$match`` stages that keep the messages that count for ``instances``.
+
+    The first is the ``$in`` alone, which SecantusDB serves from the instanceId +
+    timestamp index (beside a ``$not`` or an ``$expr`` it scans the whole collection:
+    every message of every instance, minutes at a million); the second drops what it
+    also matches: a document whose ``instanceId`` is an array holding one of the ids (only
+    an ObjectId attributes), and the group messages of an instance that ignores them."""
     ids = [ref.id for ref in instances]
-    match: dict[str, Any] = {"instanceId": {"$in": ids, "$not": {"$type": "array"}}}
+    conditions: list[dict[str, Any]] = [{"$ne": [{"$type": "$instanceId"}, "array"]}]
     ignoring = [ref.id for ref in instances if ref.ignore_group_messages]
     if ignoring:
-        ignored = {"$and": [{"$in": ["$instanceId", ignoring]}, IS_GROUP]}
-        match["$expr"] = {"$not": [ignored]}
-    return match
+        conditions.append({"$not": [{"$and": [{"$in": ["$instanceId", ignoring]}, IS_GROUP]}]})
+    return [
+        {"$match": {"instanceId": {"$in": ids}}},
+        {"$match": {"$expr": {"$and": conditions}}},
+    ]
 
 
 def _totals(now: datetime) -> dict[str, Any]:

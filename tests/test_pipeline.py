@@ -20,18 +20,18 @@ from tests.factories import NOW
 A, B = ObjectId(), ObjectId()
 
 
-def test_match_selects_instances_by_indexed_field() -> None:
+def test_match_selects_instances_by_the_in_alone_then_drops_array_ids() -> None:
     refs = [InstanceRef(A, "a", False), InstanceRef(B, "b", False)]
-    match = build_metrics_pipeline(instances=refs, now=NOW)[0]["$match"]
-    assert match == {"instanceId": {"$in": [A, B], "$not": {"$type": "array"}}}
+    first, second = build_metrics_pipeline(instances=refs, now=NOW)[:2]
+    assert first == {"$match": {"instanceId": {"$in": [A, B]}}}
+    assert second == {"$match": {"$expr": {"$and": [{"$ne": [{"$type": "$instanceId"}, "array"]}]}}}
 
 
 def test_match_drops_group_messages_only_of_ignoring_instances() -> None:
     refs = [InstanceRef(A, "a", True), InstanceRef(B, "b", False)]
-    match = build_metrics_pipeline(instances=refs, now=NOW)[0]["$match"]
-    assert match["instanceId"] == {"$in": [A, B], "$not": {"$type": "array"}}
+    second = build_metrics_pipeline(instances=refs, now=NOW)[1]["$match"]["$expr"]["$and"]
     ignored = {"$and": [{"$in": ["$instanceId", [A]]}, {"$eq": ["$isGroup", True]}]}
-    assert match["$expr"] == {"$not": [ignored]}
+    assert second[1:] == [{"$not": [ignored]}]
 
 
 def test_recent_windows_start_seven_and_thirty_days_before_now() -> None:
@@ -41,9 +41,9 @@ def test_recent_windows_start_seven_and_thirty_days_before_now() -> None:
     assert repr(NOW - timedelta(days=30)) in text
 
 
-def test_pipeline_is_one_facet_after_the_match() -> None:
+def test_pipeline_is_one_facet_after_the_matches() -> None:
     pipeline = build_metrics_pipeline(instances=[InstanceRef(A, "a", False)], now=NOW)
-    assert [next(iter(stage)) for stage in pipeline] == ["$match", "$facet"]
+    assert [next(iter(stage)) for stage in pipeline] == ["$match", "$match", "$facet"]
 
 
 def test_read_metrics_lists_known_keys_first_then_others_by_name() -> None:
