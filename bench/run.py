@@ -100,11 +100,17 @@ async def _size(args: Any, server: EmbeddedDatabase, client: Any, size: int, out
             REST: svc.request(f"/metrics/{name}", token=token, total=size),
             GRAPHQL: svc.request("/graphql", token=token, graphql=query, total=size),
         }
-        for figure, text, variables in harness.extra_queries(instance=name) if largest else []:
-            payload = {"query": text, "variables": variables}
-            calls[figure] = svc.request("/graphql", token=token, graphql=payload)
         limits = {"min_runs": args.min_runs, "budget": args.budget}
         samples = await harness.rounds(calls, runs=args.runs, **limits)
+        # issue 10's queries in rounds of their own (with health): a slow one must not
+        # cut the rounds of the metrics figures
+        extras = {HEALTH: calls[HEALTH]}
+        for figure, text, variables in harness.extra_queries(instance=name) if largest else []:
+            payload = {"query": text, "variables": variables}
+            extras[figure] = svc.request("/graphql", token=token, graphql=payload)
+        if len(extras) > 1:
+            found = await harness.rounds(extras, runs=args.runs, **limits)
+            samples |= {figure: times for figure, times in found.items() if figure != HEALTH}
         if size <= FULL_SCAN_MAX:
             scan = {FULL_SCAN: harness.full_scan(prep.db, prep.ref, expected=size)}
             samples |= await harness.rounds(scan, runs=args.scan_runs, **limits)
