@@ -522,7 +522,7 @@ async def _sliced_values(
     ``[start, end)`` count for the instance's flags."""
     query = {"i": ref.id, "l": level.value, "t": {"$gte": start, "$lt": end}}
     flags = _flags(ref)
-    async for doc in db[BUCKETS].find(query, {"_id": 0, "v": 1}, session=session):
+    async for doc in db[BUCKETS].find(query, session=session):
         sliced = doc.get("v") or {}
         for flag in flags:
             for kind, values in (sliced.get(flag) or {}).items():
