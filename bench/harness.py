@@ -241,6 +241,11 @@ async def service(*, uri: str, database: str) -> AsyncIterator[Service]:
                     out.seek(0)
                     raise RuntimeError(f"the service did not start:\n{out.read()[-3000:]!r}")
                 yield Service(http=http, pid=process.pid, started=started)
+        except Exception:  # what the service logged explains a failed measurement
+            out.seek(0)
+            tail = out.read()[-4000:].decode(errors="replace")
+            print(f"the service's log ends with:\n{tail}", file=sys.stderr, flush=True)
+            raise
         finally:
             stop_process(process)
 
