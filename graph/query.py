@@ -34,6 +34,7 @@ from graph.types import (
     TimeRange,
     metrics_of,
 )
+from graph.validated import ValidDocuments
 from resolvers import (
     BadUserInput,
     MetricsError,
@@ -50,6 +51,7 @@ __all__ = [
     "COSTLY_FIELDS",
     "INSTANCES_PER_POINT",
     "VALIDATION_BUDGET",
+    "VALID_DOCUMENTS",
     "Mutation",
     "OperationGuard",
     "Query",
@@ -82,6 +84,8 @@ VALIDATION_BUDGET = 10_000
 overlapping_fields_can_be_merged.MAX_COMPLEXITY_BUDGET = VALIDATION_BUDGET
 
 _ABORTED = "Validation aborted."
+VALID_DOCUMENTS = ValidDocuments()
+"""Operation texts graphql-core's validation passed (``graph.validated``)."""
 _log = logging.getLogger(__name__)
 
 
@@ -306,10 +310,16 @@ class OperationGuard(SchemaExtension):
             result.errors = [_explain_abort(error) for error in result.errors]
 
     def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
         refusal = self._refusal()
+        text = context.query
         if refusal is not None:  # graphql-core's validation is then skipped
-            self.execution_context.pre_execution_errors = [refusal]
+            context.pre_execution_errors = [refusal]
+        elif text is not None and text in VALID_DOCUMENTS:  # valid before: valid now
+            context.pre_execution_errors = []
         yield
+        if refusal is None and text is not None and context.pre_execution_errors == []:
+            VALID_DOCUMENTS.remember(text)
 
     async def on_execute(self) -> AsyncIterator[None]:
         refusal = await self._charge()
