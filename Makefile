@@ -19,7 +19,7 @@ $(SERVE_STAMP): pyproject.toml constraints.txt
 # After the serve stamp (so `make run` after `make test` finds it), and redone whenever
 # it is: the same pyproject.toml or constraints.txt change remakes both.
 $(FULL_STAMP): $(SERVE_STAMP)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[embedded,dev,bench,redis]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[embedded,dev,redis]'
 	touch $(FULL_STAMP)
 
 install-serve: $(SERVE_STAMP)
