@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from bson import ObjectId
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,14 +13,12 @@ from hypothesis import strategies as st
 from resolvers import Database, InstanceRef, fetch_metrics
 from resolvers.metrics import distinct_instances
 from resolvers.pipeline import combine_metrics
-from resolvers.rollups import apply_changes, build_rollups, drop_rollups
-from resolvers.rollups import ranges as ranges_module
-from resolvers.rollups.changes import Changes
+from resolvers.rollups import build_rollups, drop_rollups
 from resolvers.rollups.keys import Level, ceil_to, floor_to
 from resolvers.rollups.ranges import read_instance_counts, read_range_metrics
 from resolvers.rollups.service import RollupService
 from resolvers.timeranges import InstanceSummary, TimeRange
-from tests.factories import NOW, message
+from tests.factories import NOW
 from tests.reference import reference_metrics
 from tests.strategies import INSTANCE_IDS, as_contract, messages, near, selections, time_ranges
 
@@ -83,21 +80,10 @@ async def _load(db: Database, docs: list[dict[str, Any]]) -> None:
     await build_rollups(db=db)
 
 
-@pytest.fixture(params=["raw", "sliced"])
-def unique_counts_from(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A range's unique counts read from its raw messages, or from the values its hour and
-    quarter buckets count wherever it has whole ones (whatever the cost model prefers)."""
-    monkeypatch.setattr(ranges_module, "RAW_PER_HOUR", 10**9 if request.param == "raw" else 0)
-    return str(request.param)
-
-
 @_settings(60)
 @given(data=st.data(), selection=selections)
 async def test_metrics_over_a_range_equal_the_reference(
-    db: Database,
-    data: st.DataObject,
-    selection: list[tuple[ObjectId, bool]],
-    unique_counts_from: str,
+    db: Database, data: st.DataObject, selection: list[tuple[ObjectId, bool]]
 ) -> None:
     docs = data.draw(st.lists(messages(dates=_dates), max_size=30), label="docs")
     dated = [doc["timestamp"] for doc in docs if isinstance(doc.get("timestamp"), datetime)]
@@ -118,65 +104,6 @@ async def test_metrics_over_a_range_equal_the_reference(
         assert as_contract(scanned) == expected, "full scan"
         rolled = await _from_rollups(db, refs, now=now, range=span)
         assert as_contract(rolled) == expected, "rollups"
-
-
-_DENSE_BASE = datetime(2026, 11, 20, 9, 7, 30, tzinfo=UTC)
-_DENSE_MARKS = sorted(
-    {edge for k in range(0, 5 * 60, 7) for edge in _edges_around(_DENSE_BASE + k * 60_000 * _MS)}
-)
-_dense_dates = st.one_of(
-    near(_DENSE_MARKS), st.integers(0, 5 * 3_600_000).map(lambda ms: _DENSE_BASE + ms * _MS)
-)
-
-
-@_settings(40)
-@given(data=st.data(), selection=selections)
-async def test_unique_counts_of_a_range_within_busy_hours_equal_the_reference(
-    db: Database,
-    data: st.DataObject,
-    selection: list[tuple[ObjectId, bool]],
-    unique_counts_from: str,
-) -> None:
-    """Many messages in a few hours, ranges cut inside them: the unique counts come from
-    whole hours, whole quarter hours and raw minutes at the ends, which must not miss or
-    double a value (the same chat in several of them)."""
-    docs = data.draw(st.lists(messages(dates=_dense_dates), min_size=5, max_size=40), label="docs")
-    low, high = data.draw(time_ranges(near(_DENSE_MARKS)), label="range")
-    await _load(db, docs)
-
-    for refs in _refs(selection):
-        expected = reference_metrics(
-            docs,
-            instances=[(ref.id, ref.ignore_group_messages) for ref in refs],
-            now=NOW,
-            range=(low, high),
-        )
-        rolled = await _from_rollups(db, refs, now=NOW, range=TimeRange(low, high))
-        assert as_contract(rolled) == expected
-
-
-async def test_a_deleted_message_leaves_the_unique_counts_of_its_hour(
-    db: Database, unique_counts_from: str
-) -> None:
-    """A delete nets a value's count in its hour and quarter to 0 (the entry stays):
-    a range no longer counts that value, whichever way it reads unique counts."""
-    instance = INSTANCE_IDS[0]
-    hour = datetime(2026, 11, 20, 10, tzinfo=UTC)
-    docs = [
-        {**message(instance, days_ago=0), "chatId": f"{k}@s.whatsapp.net", "timestamp": moment}
-        for k, moment in enumerate([hour + k * 7 * 60_000 * _MS for k in range(6)])
-    ]
-    docs.append({**message(instance), "timestamp": hour - timedelta(days=5)})  # outside
-    await _load(db, docs)
-    gone = await db.messages.find_one_and_delete({"chatId": "2@s.whatsapp.net"})
-    changes = Changes()
-    changes.add(before=gone, after=None)
-    await apply_changes(db=db, changes=changes)
-
-    span = TimeRange(hour - timedelta(hours=2), hour + timedelta(hours=3))
-    ref = InstanceRef(instance, "a", False)
-    got = (await read_range_metrics(db=db, instances=[ref], now=NOW, range=span))[instance]
-    assert (got.total_messages, got.unique_chats) == (5, 5)
 
 
 async def test_a_range_holding_every_message_takes_the_stored_unique_counts(db: Database) -> None:

@@ -27,7 +27,6 @@ from hypothesis.stateful import (
 from resolvers import InstanceRef, ensure_indexes, fetch_metrics, open_client
 from resolvers.metrics import fetch_series
 from resolvers.pipeline import combine_metrics
-from resolvers.rollups import ranges as ranges_module
 from resolvers.rollups import read_rollup_metrics
 from resolvers.rollups.consumer import ConsumerOptions, RollupConsumer
 from resolvers.rollups.freshness import check_freshness
@@ -179,23 +178,14 @@ class RollupsMachine(RuleBasedStateMachine):
         ),
     )
     def query_range(self, picked: list[ObjectId], low: datetime, length: int) -> None:
-        """Metrics over a range, from the rollups, equal the full scan's: with unique
-        counts read raw, and from the values the hour and quarter buckets count."""
+        """Metrics over a range, from the rollups, equal the full scan's."""
         span = TimeRange(low, low + length * _MS)
         refs = self._refs(picked)
         self.run(settle(self.db, self._consumer()))
         scan = self.run(fetch_metrics(db=self.db, instances=refs, now=self.now, range=span))
-        default = ranges_module.RAW_PER_HOUR
-        try:
-            for raw_per_hour in (10**9, 0):
-                ranges_module.RAW_PER_HOUR = raw_per_hour
-                found = self.run(
-                    read_range_metrics(db=self.db, instances=refs, now=self.now, range=span)
-                )
-                rollups = combine_metrics([found[ref.id] for ref in refs])
-                assert as_contract(rollups) == as_contract(scan), (picked, span, raw_per_hour)
-        finally:
-            ranges_module.RAW_PER_HOUR = default
+        found = self.run(read_range_metrics(db=self.db, instances=refs, now=self.now, range=span))
+        rollups = combine_metrics([found[ref.id] for ref in refs])
+        assert as_contract(rollups) == as_contract(scan), (picked, span, self.now)
 
     @rule(
         picked=st.lists(st.sampled_from(QUERIED), min_size=1, max_size=3, unique=True),

@@ -9,10 +9,6 @@ fold as the stream.
 A build folds only insertions: ``Changes(adds_only=True)`` keeps of their timestamps just
 the smallest and largest per instance and flag (all that first/last need when nothing
 is removed), so a fold of a million messages does not hold a million timestamps.
-
-Hour and quarter buckets also count their distinct values (``bucket_values``): paths
-``<flag>.<kind>.<value>`` (the value as ``encode_key`` makes it a field name), from which
-the unique counts of a time range are read.
 """
 
 from __future__ import annotations
@@ -24,19 +20,14 @@ from typing import Any, TypeVar
 from bson import ObjectId
 
 from resolvers.rollups.contribution import Contribution, Flag, Kind, contribution
-from resolvers.rollups.keys import Level, encode_key, floor_to
+from resolvers.rollups.keys import Level, floor_to
 
-__all__ = ["SLICED", "BucketKey", "Changes", "ValueKey", "next_extreme"]
+__all__ = ["BucketKey", "Changes", "ValueKey", "next_extreme"]
 
 BucketKey = tuple[ObjectId, datetime]
 """(instance, bucket start)."""
 ValueKey = tuple[ObjectId, Kind, str]
 """(instance, kind, value)."""
-
-SLICED = (Level.HOUR, Level.QUARTER)
-"""The levels whose buckets count their distinct values: small enough to rewrite on each
-batch (a day of a busy instance holds thousands of values), fine enough that a range's
-edges are a few quarter hours."""
 
 _K = TypeVar("_K", bound=Hashable)
 _F = TypeVar("_F", bound=Hashable)
@@ -48,13 +39,12 @@ class Changes:
     Counter paths are relative to ``c`` and start with the flag: ``o.n``, ``g.t.text``.
     """
 
-    __slots__ = ("_adds_only", "_buckets", "_instances", "_slices", "_times", "_values")
+    __slots__ = ("_adds_only", "_buckets", "_instances", "_times", "_values")
 
     def __init__(self, *, adds_only: bool = False) -> None:
         self._adds_only = adds_only
         self._instances: dict[ObjectId, dict[str, int]] = {}
         self._buckets: dict[Level, dict[BucketKey, dict[str, int]]] = {level: {} for level in Level}
-        self._slices: dict[Level, dict[BucketKey, dict[str, int]]] = {level: {} for level in SLICED}
         self._values: dict[ValueKey, dict[Flag, int]] = {}
         self._times: dict[tuple[ObjectId, Flag], dict[datetime, int]] = {}
 
@@ -71,12 +61,11 @@ class Changes:
         return self._adds_only
 
     def is_empty(self) -> bool:
-        tables = (*self._buckets.values(), *self._slices.values())
-        return not (self._instances or self._values or self._times or any(tables))
+        return not (self._instances or self._values or self._times or any(self._buckets.values()))
 
     def __len__(self) -> int:
         """Entries held (instances, buckets, values, timestamps): what a write costs."""
-        buckets = sum(len(table) for table in (*self._buckets.values(), *self._slices.values()))
+        buckets = sum(len(table) for table in self._buckets.values())
         times = sum(len(table) for table in self._times.values())
         return len(self._instances) + buckets + len(self._values) + times
 
@@ -86,7 +75,7 @@ class Changes:
         touched = set(self._instances)
         touched.update(instance for instance, _ in self._times)
         touched.update(instance for instance, _, _ in self._values)
-        for buckets in (*self._buckets.values(), *self._slices.values()):
+        for buckets in self._buckets.values():
             touched.update(instance for instance, _ in buckets)
         return frozenset(touched)
 
@@ -98,11 +87,6 @@ class Changes:
         """Counter deltas per bucket of ``level`` (dated messages only)."""
         return self._buckets[level]
 
-    def bucket_values(self, level: Level) -> Mapping[BucketKey, Mapping[str, int]]:
-        """Per bucket of ``level`` (``SLICED`` only), message-count deltas per
-        ``<flag>.<kind>.<value>``."""
-        return self._slices.get(level, {})
-
     def value_counts(self) -> Mapping[ValueKey, Mapping[Flag, int]]:
         """Message-count deltas per distinct value and flag."""
         return self._values
@@ -113,9 +97,8 @@ class Changes:
         return self._times
 
     def split(self, limit: int) -> list[Changes]:
-        """These changes in parts of at most ``limit`` entries (a key's timestamps, and a
-        bucket's counters and values, stay together), whose writes add up to the writes of
-        the whole in any order."""
+        """These changes in parts of at most ``limit`` entries (a key's timestamps stay
+        together), whose writes add up to the writes of the whole in any order."""
         parts: list[Changes] = []
         part, held = Changes(adds_only=self._adds_only), 0
 
@@ -130,13 +113,8 @@ class Changes:
         for instance, counters in self._instances.items():
             room(1)._instances[instance] = counters
         for level, buckets in self._buckets.items():
-            slices = self._slices.get(level, {})
-            for key in buckets.keys() | slices.keys():  # a bucket's writes stay together
-                target = room(1)
-                if key in buckets:
-                    target._buckets[level][key] = buckets[key]
-                if key in slices:
-                    target._slices[level][key] = slices[key]
+            for key, counters in buckets.items():
+                room(1)._buckets[level][key] = counters
         for value, flags in self._values.items():
             room(1)._values[value] = flags
         for owner, times in self._times.items():
@@ -149,7 +127,6 @@ class Changes:
         return (
             self._instances == other._instances
             and self._buckets == other._buckets
-            and self._slices == other._slices
             and self._values == other._values
             and self._times == other._times
         )
@@ -159,7 +136,7 @@ class Changes:
     def __repr__(self) -> str:
         return (
             f"Changes(instances={self._instances!r}, buckets={self._buckets!r}, "
-            f"slices={self._slices!r}, values={self._values!r}, times={self._times!r})"
+            f"values={self._values!r}, times={self._times!r})"
         )
 
     def _add(self, part: Contribution | None, *, sign: int) -> None:
@@ -168,12 +145,9 @@ class Changes:
         paths = [f"{part.flag}.{name}" for name in part.counters]
         _bump(self._instances, part.instance, paths, sign)
         if part.timestamp is not None:
-            values = [f"{part.flag}.{kind}.{encode_key(value)}" for kind, value in part.values]
             for level in Level:
                 start = floor_to(part.timestamp, level)
                 _bump(self._buckets[level], (part.instance, start), paths, sign)
-                if values and level in self._slices:
-                    _bump(self._slices[level], (part.instance, start), values, sign)
             if self._adds_only:
                 _widen(self._times, (part.instance, part.flag), part.timestamp)
             else:

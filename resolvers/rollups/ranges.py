@@ -14,9 +14,8 @@ What buckets cannot tell is read otherwise:
   messages inside the range, whose messages are read raw;
 - unique counts within a range: the instance's all-time counts when the range holds
   every message of the instance (from at or before its first, to after its last, and no
-  undated ones), else the union of the distinct values its whole hours and edge quarter
-  hours count (``v``, one range query per level) and of the raw messages of the partial
-  quarters at its ends; a range with fewer messages than hours is read raw instead.
+  undated ones), else the distinct values of the range's raw messages (read on the
+  instanceId + timestamp index: it costs what the range holds).
 
 ``ignoreGroupMessages`` is applied by reading flag ``o`` only, as in ``read.py``.
 """
@@ -44,15 +43,7 @@ from resolvers.pipeline import (
     order_counts,
 )
 from resolvers.rollups.contribution import FLAGS, KINDS, Flag, contribution, dated, flag_of
-from resolvers.rollups.keys import (
-    EPOCH,
-    Level,
-    ceil_to,
-    decode_key,
-    encode_key,
-    floor_to,
-    to_millis,
-)
+from resolvers.rollups.keys import EPOCH, Level, ceil_to, decode_key, floor_to, to_millis
 from resolvers.rollups.read import WINDOWS
 from resolvers.rollups.store import BUCKETS, INSTANCES, find_by_ids, iter_raw, read_raw
 from resolvers.rollups.terms import (
@@ -71,7 +62,6 @@ from resolvers.series import Tally, nonzero
 from resolvers.timeranges import Interval, TimeRange
 
 __all__ = [
-    "RAW_PER_HOUR",
     "SERIES_TOPS",
     "InstanceCounts",
     "documents_read",
@@ -81,9 +71,6 @@ __all__ = [
     "read_series_tallies",
 ]
 
-RAW_PER_HOUR = 1
-"""A range's unique counts are read from its raw messages when it holds at most this many
-per whole hour in it (a bucket document costs SecantusDB about what a message does)."""
 IN_BATCH = 50
 """Bucket starts per ``$in`` (SecantusDB's cost grows with the square of the list)."""
 
@@ -420,7 +407,7 @@ async def _one_range(
         if everything == total.counters["n"]:  # every message, none undated: all time
             uniques = _stored_uniques(doc, flags)
         else:
-            uniques = await _range_uniques(db, ref, held, total.counters["n"], session)
+            uniques = await _raw_uniques(db, ref, held, session)
     return MetricsResult(
         total_messages=total.counters["n"],
         messages_sent=total.counters["s"],
@@ -474,80 +461,26 @@ def _stored_uniques(doc: Mapping[str, Any], flags: tuple[Flag, ...]) -> tuple[in
     return chats, groups, contacts
 
 
-async def _range_uniques(
-    db: Database,
-    ref: InstanceRef,
-    range: TimeRange,
-    messages: int,
-    session: AsyncClientSession | None,
+async def _raw_uniques(
+    db: Database, ref: InstanceRef, range: TimeRange, session: AsyncClientSession | None
 ) -> tuple[int, int, int]:
-    """Distinct chats, groups and contacts of the ``messages`` dated in ``range``: the
-    values counted by its whole hours, by the whole quarter hours of its partial hours,
-    and of the raw messages at its ends (a few minutes); all raw when that is cheaper
-    (``RAW_PER_HOUR``)."""
+    """Distinct chats, groups and contacts of the range's messages, read raw (an index
+    range scan; on SecantusDB faster than a distinct count in an aggregation)."""
+    flags = _flags(ref)
     found: dict[str, set[str]] = {kind: set() for kind in KINDS}
-    low, high = ceil_to(range.start, Level.HOUR), floor_to(range.end, Level.HOUR)
-    if low >= high or messages <= RAW_PER_HOUR * ((high - low) // Level.HOUR.width):
-        await _raw_values(db, ref, range.start, range.end, found, session)
-        return _sizes(found)
-    await _sliced_values(db, ref, Level.HOUR, low, high, found, session)
-    for start, end in ((range.start, low), (high, range.end)):
-        if start >= end:
-            continue
-        inner_low, inner_high = ceil_to(start, Level.QUARTER), floor_to(end, Level.QUARTER)
-        if inner_low >= inner_high:
-            await _raw_values(db, ref, start, end, found, session)
-            continue
-        await _sliced_values(db, ref, Level.QUARTER, inner_low, inner_high, found, session)
-        for raw_start, raw_end in ((start, inner_low), (inner_high, end)):
-            if raw_start < raw_end:
-                await _raw_values(db, ref, raw_start, raw_end, found, session)
-    return _sizes(found)
-
-
-def _sizes(found: Mapping[str, set[str]]) -> tuple[int, int, int]:
-    return len(found["chat"]), len(found["group"]), len(found["contact"])
-
-
-async def _sliced_values(
-    db: Database,
-    ref: InstanceRef,
-    level: Level,
-    start: datetime,
-    end: datetime,
-    found: Mapping[str, set[str]],
-    session: AsyncClientSession | None,
-) -> None:
-    """Add the values (as field names) that the buckets of ``level`` starting in
-    ``[start, end)`` count for the instance's flags."""
-    query = {"i": ref.id, "l": level.value, "t": {"$gte": start, "$lt": end}}
-    flags = _flags(ref)
-    async for doc in db[BUCKETS].find(query, session=session):
-        sliced = doc.get("v") or {}
-        for flag in flags:
-            for kind, values in (sliced.get(flag) or {}).items():
-                if kind in found:
-                    found[kind].update(value for value, n in values.items() if n > 0)
-
-
-async def _raw_values(
-    db: Database,
-    ref: InstanceRef,
-    start: datetime,
-    end: datetime,
-    found: Mapping[str, set[str]],
-    session: AsyncClientSession | None,
-) -> None:
-    """Add the values (as field names, like the buckets' ``v``) of the instance's raw
-    messages dated in ``[start, end)`` (an index range scan)."""
-    flags = _flags(ref)
     async for doc in iter_raw(
-        db=db, instance=ref.id, start=start, end=end, projection=_VALUE_FIELDS, session=session
+        db=db,
+        instance=ref.id,
+        start=range.start,
+        end=range.end,
+        projection=_VALUE_FIELDS,
+        session=session,
     ):
         part = contribution(doc)
         if part is not None and part.flag in flags:
             for kind, value in part.values:
-                found[kind].add(encode_key(value))
+                found[kind].add(value)
+    return len(found["chat"]), len(found["group"]), len(found["contact"])
 
 
 # --- first and last within a range --------------------------------------------------

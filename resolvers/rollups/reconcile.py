@@ -334,8 +334,6 @@ def _expected_buckets(docs: Iterable[Document], levels: Sequence[Level]) -> dict
     for level in levels:
         for (_, start), deltas in changes.bucket_counters(level).items():
             buckets.setdefault((level, start), {}).update(_counters(deltas))
-        for (_, start), values in changes.bucket_values(level).items():
-            buckets.setdefault((level, start), {}).update((f"v.{p}", n) for p, n in values.items())
         if level.finer is None:
             continue
         for (_, start), deltas in changes.bucket_counters(level.finer).items():
@@ -490,7 +488,7 @@ class ReconcilePass:
             ):
                 query = {"i": instance, "l": level.value, "t": bound}
                 async for doc in self._db[BUCKETS].find(query, session=session):
-                    found[(level, doc["t"])] = _flat(doc, ("c", "n", "v"))
+                    found[(level, doc["t"])] = _flat(doc, ("c", "n"))
             return found
 
         before, snapshot = await self._read(buckets)

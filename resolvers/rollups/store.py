@@ -5,10 +5,8 @@
   ``first.<flag>`` / ``last.<flag>`` smallest / largest dated timestamp.
 - ``rollup_buckets``: ``i`` instance, ``l`` level (``d`` UTC day, ``h`` hour, ``q``
   quarter hour), ``t`` start, ``c.<flag>.<counter>``; an hour also keeps the message
-  count of each of its quarters, ``q.<0-3>.<flag>``; hours and quarters also count their
-  distinct values, ``v.<flag>.<kind>.<value>`` (entries may stay at 0 after a delete).
-  One small document per bucket with messages; the levels share a collection so one bulk
-  write updates them all.
+  count of each of its quarters, ``q.<0-3>.<flag>``. One small document per bucket with
+  messages; the three levels share a collection so one bulk write updates them all.
 - ``rollup_values``: ``_id`` = ``<instance>:<kind>:<value>``, ``i``, ``k``, ``v``, and
   ``o`` / ``g`` messages of each flag with that value.
 
@@ -262,15 +260,11 @@ def _bucket_ops(changes: Changes, stored: set[_BucketId] | None) -> list[_Update
     ops: list[_Update] = []
     for level in Level:
         counters, parts = changes.bucket_counters(level), _part_counts(changes, level)
-        values = changes.bucket_values(level)
         # a message moving between the hours of one day changes only the day's parts
-        for instance, start in sorted({*counters, *parts, *values}):
+        for instance, start in sorted({*counters, *parts}):
             deltas = counters.get((instance, start), {})
             key = {"i": instance, "l": level.value, "t": start}
             increments = {**_increments(deltas), **parts.get((instance, start), {})}
-            increments.update(
-                (f"v.{path}", n) for path, n in values.get((instance, start), {}).items()
-            )
             if stored is not None and (level.value, instance, start) not in stored:
                 ops.append(InsertOne(_nested(key, increments)))
                 continue
