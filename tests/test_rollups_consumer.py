@@ -9,7 +9,7 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,25 @@ class Crash(Exception):
 
 def _consumer(db: Database, **kwargs: Any) -> RollupConsumer:
     return RollupConsumer(db=db, holder="test", options=kwargs.pop("options", FAST), **kwargs)
+
+
+async def _crash_after_insert(
+    db: Database,
+    *,
+    options: ConsumerOptions,
+    hook: Callable[[], Awaitable[None]],
+    doc: dict[str, Any],
+) -> None:
+    """Start a consumer with the fault ``hook``, insert ``doc``, and wait until the hook
+    kills it (``Crash``); the consumer is stopped either way."""
+    first = _consumer(db, options=options, fault_hook=hook)
+    first.start()
+    try:
+        await db.messages.insert_one(doc)
+        with pytest.raises(Crash):
+            await asyncio.wait_for(asyncio.shield(first.task), 60)  # type: ignore[arg-type]
+    finally:
+        await first.stop()
 
 
 @pytest.fixture
@@ -294,14 +313,7 @@ async def test_a_build_cut_short_resumes_from_what_it_wrote(db: Database) -> Non
             raise Crash
 
     options = ConsumerOptions(idle_poll=0.01, retry_delay=0.05, build_target=20, flush_entries=40)
-    first = _consumer(db, options=options, fault_hook=hook)
-    first.start()
-    try:
-        await db.messages.insert_one(message(C, days_ago=2))
-        with pytest.raises(Crash):
-            await asyncio.wait_for(asyncio.shield(first.task), 60)  # type: ignore[arg-type]
-    finally:
-        await first.stop()
+    await _crash_after_insert(db, options=options, hook=hook, doc=message(C, days_ago=2))
     cut = await db.rollup_state.find_one({"_id": "consumer"})
     assert cut is not None and cut["status"] == "building" and cut["build"]["listed"]
     await db.messages.update_many({"instanceId": A}, {"$set": {"status": "played"}})
@@ -335,14 +347,7 @@ async def test_a_build_cut_short_while_written_in_parts_starts_that_instance_ove
         if state is not None and state.get("flushing") is not None:
             raise Crash
 
-    first = _consumer(db, options=options, fault_hook=hook)
-    first.start()
-    try:
-        await db.messages.insert_one(message(A, days_ago=1))
-        with pytest.raises(Crash):
-            await asyncio.wait_for(asyncio.shield(first.task), 60)  # type: ignore[arg-type]
-    finally:
-        await first.stop()
+    await _crash_after_insert(db, options=options, hook=hook, doc=message(A, days_ago=1))
     cut = await db.rollup_state.find_one({"_id": "consumer"})
     assert cut is not None and cut["flushing"] is not None
 
