@@ -26,7 +26,7 @@ class ValidDocuments:
     def __init__(self, *, size: int = MAX_REMEMBERED) -> None:
         self._size = size
         self._digests: OrderedDict[bytes, None] = OrderedDict()
-        self._lock = threading.Lock()  # the sync view may validate from worker threads
+        self._lock = threading.Lock()  # one schema may also be executed from other threads
 
     def __contains__(self, text: str) -> bool:
         digest = _digest(text)
