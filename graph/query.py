@@ -144,14 +144,13 @@ async def resolve_series(
     context.require_caller()
     time_range = range_.resolve()
     # Refuse an unknown timezone or too many points before any database work.
-    timeranges.series_bounds(range=time_range, interval=interval.resolve(), timezone=timezone)
+    bounds = timeranges.series_bounds(
+        range=time_range, interval=interval.resolve(), timezone=timezone
+    )
     selection = await _select(context, instances)
     await _charge_for_instances(context, selection)
     points = await _service(context).series(
-        instances=selection.instances,
-        range=time_range,
-        interval=interval.resolve(),
-        timezone=timezone,
+        instances=selection.instances, interval=interval.resolve(), bounds=bounds
     )
     return Series(
         instance=selection.label,

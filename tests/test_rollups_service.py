@@ -18,7 +18,7 @@ from resolvers import metrics as metrics_module
 from resolvers.pipeline import MetricsResult
 from resolvers.rollups.consumer import ConsumerOptions, RollupConsumer
 from resolvers.rollups.service import RollupService
-from resolvers.timeranges import Interval, TimeRange
+from resolvers.timeranges import Interval, TimeRange, series_bounds
 from tests.factories import NOW, Tenant, app_client, make_tenant, message
 from tests.test_rollups_consumer import settle
 
@@ -197,9 +197,8 @@ async def test_ranges_series_and_summaries_come_from_the_rollups_after_each_writ
 
 
 async def _everything(service: RollupService, refs: list[InstanceRef], span: TimeRange) -> Any:
-    series = await service.series(
-        instances=refs, range=span, interval=Interval.DAY, timezone="Asia/Kolkata"
-    )
+    bounds = series_bounds(range=span, interval=Interval.DAY, timezone="Asia/Kolkata")
+    series = await service.series(instances=refs, interval=Interval.DAY, bounds=bounds)
     return (
         await service.metrics(instances=refs, now=NOW, range=span),
         await service.metrics_by_instance(instances=refs, now=NOW, range=span),

@@ -43,7 +43,6 @@ from resolvers.timeranges import (
     Interval,
     SeriesPoint,
     TimeRange,
-    series_bounds,
 )
 
 __all__ = ["RollupHealth", "RollupService"]
@@ -172,13 +171,12 @@ class RollupService:
         self,
         *,
         instances: Sequence[InstanceRef],
-        range: TimeRange,
         interval: Interval,
-        timezone: str,
+        bounds: Sequence[tuple[datetime, datetime]],
     ) -> list[SeriesPoint]:
-        """The dense series of ``range`` in ``timezone`` (``series_bounds``), summed over
-        ``instances``; its points sum to ``metrics`` over the same range."""
-        bounds = series_bounds(range=range, interval=interval, timezone=timezone)
+        """The dense series whose points are ``bounds`` (``series_bounds`` of a range, an
+        ``interval`` and a timezone, which the caller has already worked out to check
+        them), summed over ``instances``; its points sum to ``metrics`` over the range."""
         if not bounds or not instances:
             return to_points(bounds, [Tally() for _ in bounds])
         cuts = [bounds[0][0], *(end for _, end in bounds)]
