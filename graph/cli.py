@@ -646,7 +646,7 @@ def rollups_status(settings: Settings) -> None:
 def rollups_rebuild(settings: Settings) -> None:
     """Drop the rollups and build them again from the messages, here, with a progress
     bar. Meanwhile requests stay exact: they scan the messages. Refused while a running
-    service applies the change stream (stop it first; it rebuilds by itself whenever
+    service keeps the rollups current (stop it first; it rebuilds by itself whenever
     its stream cannot resume). Kept by the source ``ROLLUPS_SOURCE`` names: on a
     standalone server (``auto``), the ``updatedAt`` watermark."""
     _run(settings, functools.partial(_rebuild, source=settings.rollups_source))
@@ -657,7 +657,7 @@ async def _rebuild(db: Database, *, source: SourceSetting) -> None:
     lease = await read_lease(db=db)
     if lease is not None and lease.expires_at > _now():
         raise click.ClickException(
-            f"a running service ({lease.holder}) applies the change stream; stop it first"
+            f"a running service ({lease.holder}) keeps the rollups current; stop it first"
         )
     await db[STATE_COLLECTION].delete_many({})  # no state: the consumer builds anew
     consumer = RollupSource(db=db, source=source)  # no reconcile: it has just built

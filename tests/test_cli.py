@@ -376,6 +376,17 @@ def test_rollups_rebuild_on_a_standalone_server_builds_with_the_watermark() -> N
             assert stored == db.messages.count_documents({"instanceId": instance["_id"]}) == 200
 
 
+def test_rollups_status_names_the_watermark_for_its_rollups_of_an_older_layout(
+    cli: Any, store: Any
+) -> None:
+    store.rollup_state.insert_one(
+        {"_id": "consumer", "source": "watermark", "schema": 1, "status": "ready"}
+    )
+    result = cli("rollups", "status")
+    assert result.exit_code == 0, result.output
+    assert "(kept by the watermark)" in result.output, result.output
+
+
 def test_rollups_rebuild_is_refused_while_a_service_applies_the_stream(
     cli: Any, store: Any
 ) -> None:

@@ -42,7 +42,7 @@ from resolvers.rollups.reconcile import (
 )
 from resolvers.rollups.state import STATE_COLLECTION
 from resolvers.rollups.watermark import WatermarkFollower, WatermarkOptions
-from resolvers.rollups.watermark_state import read_watermark_state
+from resolvers.rollups.watermark_state import SOURCE, read_watermark_state
 
 __all__ = [
     "Mode",
@@ -97,9 +97,11 @@ async def stored_source_status(*, db: Database) -> StoredStatus:
     """``stored_status`` for the source that keeps the rollups: the change stream's
     state reads a cluster time, which a standalone server does not have."""
     state = await read_watermark_state(db=db)
-    if state is None or not state.ours:
+    if state is None or not state.ours:  # nothing yet, the stream's, or an older layout
         found = await stored_status(db=db)
-        return StoredStatus(found, None if state is None else "change-stream")
+        if state is None:
+            return StoredStatus(found, None)
+        return StoredStatus(found, "watermark" if state.source == SOURCE else "change-stream")
     now = datetime.now(UTC)
     lease = await read_lease(db=db)
     held = lease is not None and lease.expires_at > now
