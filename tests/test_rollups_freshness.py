@@ -3,17 +3,24 @@ acknowledged before it began, and otherwise says which instances to scan."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import AsyncIterator
+from typing import Any
 
+import httpx
 import pytest
 from bson import ObjectId
+from pymongo import AsyncMongoClient, monitoring
 
+import resolvers.db
+from graph import Settings
 from resolvers import Database, InstanceRef, fetch_metrics
 from resolvers.rollups import read_rollup_metrics
 from resolvers.rollups.consumer import ConsumerOptions, RollupConsumer, stored_status
 from resolvers.rollups.freshness import check_freshness, confirm
 from resolvers.rollups.state import STATE_COLLECTION, start_build
-from tests.factories import NOW, message
+from tests.factories import NOW, app_client, make_tenant, message
 from tests.test_rollups_consumer import settle
 
 A, B = ObjectId(f"{1:024x}"), ObjectId(f"{2:024x}")
@@ -112,3 +119,58 @@ async def test_stored_status_tells_other_processes_how_far_the_consumer_is(
 async def test_stored_status_before_any_build(db: Database) -> None:
     status = await stored_status(db=db)
     assert (status.phase, status.percent, status.applied_at) == ("stopped", 0.0, None)
+
+
+class _Commands(monitoring.CommandListener):
+    """The commands a client sends to ``database`` while ``on``."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.on = False
+        self.sent: list[dict[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.on and event.database_name == self.database:
+            self.sent.append(dict(event.command))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def _rollups_ready(client: httpx.AsyncClient) -> bool:
+    for _ in range(300):
+        if (await client.get("/health")).json()["checks"]["rollups"]["state"] == "ready":
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def test_a_metrics_request_reads_the_rollup_state_at_most_twice(
+    settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once for its cluster time, once in the snapshot that reads the rollups (``confirm``):
+    the embedded database runs one operation at a time, so each extra read is latency."""
+    tenant = await make_tenant(db, instances={"sales": False})
+    sales = tenant.instance_ids["sales"]
+    await db.messages.insert_one(message(sales, days_ago=1))
+    commands = _Commands(db.name)
+    listening = functools.partial(AsyncMongoClient, event_listeners=[commands])
+    monkeypatch.setattr(resolvers.db, "AsyncMongoClient", listening)  # the app's own client
+    patient = settings.model_copy(  # a loaded machine; no reconcile reading beside it
+        update={"rollups_wait_ms": 10_000, "rollups_reconcile_minutes": 0}
+    )
+    query = {"query": '{ metrics(instances: ["sales"]) { totalMessages } }'}
+    async with app_client(patient) as client:
+        assert await _rollups_ready(client)
+        await db.messages.insert_one(message(sales, days_ago=2))  # the request waits for it
+        commands.on = True
+        answer = await client.post("/graphql", json=query, headers={"token": tenant.account_token})
+        commands.on = False
+    assert answer.json()["data"] == {"metrics": {"totalMessages": 2}}
+    reads = [sent for sent in commands.sent if sent.get("find") == STATE_COLLECTION]
+    confirmed = [sent for sent in reads if "txnNumber" in sent]
+    assert len(confirmed) == 1, reads  # the rollups answered, vouched for in their snapshot
+    assert len(reads) <= 2, reads

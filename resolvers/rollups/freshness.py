@@ -89,7 +89,8 @@ async def check_freshness(
     if consumer is not None and consumer.status().phase in ("building", "ready"):
         if not await consumer.position.wait_for(now, timeout=wait):
             return _scan(asked, now, "the rollup consumer is behind", state)
-        state = await read_state(db=db)  # a rebuild may have started meanwhile
+        # No second read of the state: a rebuild or a restarted instance since the first
+        # one is caught by ``confirm``, in the snapshot that reads the rollups.
     else:
         state = await _applied_state(db, state, now, deadline=time.monotonic() + wait, poll=poll)
     if state is None:
