@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
+from pymongo import AsyncMongoClient, monitoring
 
 from graph.embedded import free_port, is_reachable, stop_process
 from resolvers import Database, InstanceRef, ensure_indexes, fetch_metrics, open_client
@@ -179,6 +180,54 @@ async def test_the_position_moves_with_each_full_batch_not_only_once_caught_up(
         await running.stop()
     moved = [position for position in seen if position is not None]
     assert len(set(moved)) >= 5, seen  # ten batches of three, each past the one before
+
+
+class _StreamPolls(monitoring.CommandListener):
+    """Counts the ``getMore`` commands on ``messages`` (the change stream's polls)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "getMore" and event.command.get("collection") == "messages":
+            self.count += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_an_idle_consumer_polls_less_and_less_yet_a_waiting_reader_is_served_at_once(
+    db: Database, mongodb_uri: str
+) -> None:
+    """While nothing is written each empty poll doubles the wait before the next (the
+    embedded database runs one operation at a time: a poll 100 times a second gets in
+    the way of requests); a reader waiting for its cluster time still gets its write
+    applied at once, whatever the wait has grown to."""
+    polls = _StreamPolls()
+    client: AsyncMongoClient[dict[str, Any]]
+    client = AsyncMongoClient(mongodb_uri, tz_aware=True, event_listeners=[polls])
+    async with client:
+        options = ConsumerOptions(idle_poll=0.01, idle_poll_max=30.0, refresh_every=60.0)
+        running = RollupConsumer(db=client[db.name], holder="idle", options=options)
+        running.start()
+        try:
+            await settle(db, running)
+            before = polls.count
+            await asyncio.sleep(3.0)  # at 10 ms a poll, about 250 of them
+            idle = polls.count - before
+            # backed off to waits of seconds by now: only the reader's nudge is this quick
+            async with db.client.start_session() as session:
+                await db.messages.insert_one(message(A, days_ago=1), session=session)
+                written = session.operation_time
+            assert written is not None
+            assert await running.position.wait_for(written, timeout=1.0)
+            await assert_exact(db, instances=(A,))
+        finally:
+            await running.stop()
+    assert idle < 30, idle
 
 
 async def test_crash_between_apply_and_commit_loses_and_doubles_nothing(db: Database) -> None:

@@ -114,7 +114,17 @@ class ConsumerOptions:
     batch_size: int = 500
     """Events per transaction at most."""
     idle_poll: float = 0.02
-    """Seconds between polls once caught up (a waiting reader cuts it short)."""
+    """Seconds before the next poll once caught up. Each poll that finds nothing doubles
+    the wait, up to ``idle_poll_max``; events, or a reader in this process waiting for
+    its cluster time (it nudges the loop to poll at once), bring it back to this."""
+    idle_poll_max: float = 0.16
+    """The longest wait between polls while nothing happens (a poll costs SecantusDB,
+    which runs one operation at a time, ~2 ms). A request in another process cannot
+    nudge: it waits for ``rollup_state.appliedAt``, which the commit of the poll that
+    finds its write moves, so up to this long, plus that commit and its own reads of
+    the state every 20 ms; keep that well under ``ROLLUPS_WAIT_MS`` (250 ms by default),
+    past which it scans. An idle wait also ends when a refresh is due
+    (``refresh_every``), so other processes see the position move as often as before."""
     lease_ttl: timedelta = timedelta(seconds=10)
     renew_every: float = 3.0
     refresh_every: float = 0.2
@@ -547,6 +557,8 @@ class _Follower:
         self._flushed_at = time.monotonic()
         self._refreshed_at = 0.0
         self._refreshed: Timestamp | None = None
+        self._rest = options.idle_poll
+        """The next idle wait (``ConsumerOptions.idle_poll``: doubles while polls find nothing)."""
         self._logged_at = 0.0
 
     async def run(self) -> None:
@@ -555,6 +567,8 @@ class _Follower:
         while True:
             consumer._check_lease()
             batch = await self._read_batch()
+            if batch.events:
+                self._rest = consumer._options.idle_poll  # writes come in: poll promptly
             await self._apply(batch)  # an event that ends a stream asks for a rebuild
             if batch.ended:
                 raise _StreamEnded("the change stream closed")
@@ -740,10 +754,21 @@ class _Follower:
         self._refreshed_at, self._refreshed = now, applied
 
     async def _idle(self) -> None:
+        """Wait for a nudge, for the next refresh, or ``_rest``; after a wait that no
+        nudge ended, ``_rest`` doubles (up to ``idle_poll_max``)."""
+        options = self._consumer._options
         nudge = self._consumer.position.nudge
+        wait = self._rest
+        refresh_in = self._refreshed_at + options.refresh_every - time.monotonic()
+        if refresh_in > 0:  # poll just before the refresh, so it writes a fresh position
+            wait = min(wait, refresh_in)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._consumer._options.idle_poll):
+            async with asyncio.timeout(wait):
                 await nudge.wait()
+        if nudge.is_set():
+            self._rest = options.idle_poll
+        else:
+            self._rest = min(self._rest * 2, max(options.idle_poll_max, options.idle_poll))
         nudge.clear()
 
     async def _guard_history(self, resumed_from: Mapping[str, Any]) -> None:
