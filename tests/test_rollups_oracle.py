@@ -199,10 +199,10 @@ def _canonical(value: Any) -> Any:
 
 async def _snapshot(db: Database) -> dict[str, list[str]]:
     """Every rollup document, comparable across a build and a stream of changes (bucket
-    ``_id``s are generated, so left out)."""
+    ``_id``s and values versions are generated, so left out)."""
     found: dict[str, list[str]] = {}
     for name in COLLECTIONS:
-        projection = {"_id": 0} if name == BUCKETS else None
+        projection = {"_id": 0, "vv": 0} if name == BUCKETS else None
         docs = await db[name].find({}, projection).to_list()
         found[name] = sorted(repr(_canonical(doc)) for doc in docs)
     return found

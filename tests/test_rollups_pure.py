@@ -318,8 +318,12 @@ def test_a_delete_cancels_its_insert_to_nothing(doc: dict[str, Any]) -> None:
     changes = Changes()
     changes.add(before=None, after=doc)
     changes.add(before=doc, after=None)
-    assert changes.is_empty() and changes == Changes()
+    assert changes == Changes()
     assert changes.instances == frozenset()
+    # its days and hours stay marked: a value set read in between would hold its values
+    part = contribution(doc)
+    held = part is not None and part.timestamp is not None and bool(part.values)
+    assert changes.is_empty() is not held
 
 
 @given(docs=st.lists(messages(), max_size=20), data=st.data())
@@ -343,6 +347,46 @@ def test_a_status_update_moves_only_the_status_counters() -> None:
         assert changes.bucket_counters(level) == {key: {"o.st.sent": -1, "o.st.read": 1}}
     assert changes.value_counts() == {} and changes.timestamps() == {}
     assert changes.instances == {A}
+    assert all(not changes.value_marks(level) for level in Level)  # kept value sets hold
+
+
+def _marks(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[Level, set[Any]]:
+    changes = Changes()
+    changes.add(before=before, after=after)
+    return {level: set(changes.value_marks(level)) for level in Level}
+
+
+def _days_and_hours(*moments: datetime) -> dict[Level, set[Any]]:
+    marked = {level: set() for level in Level}
+    for moment in moments:
+        marked[Level.DAY].add((A, moment.replace(hour=0, minute=0, second=0)))
+        marked[Level.HOUR].add((A, moment.replace(minute=0, second=0)))
+    return marked
+
+
+def test_a_new_chat_marks_the_messages_day_and_hour_though_no_count_changes() -> None:
+    changes = Changes()
+    changes.add(before=_doc(), after=_doc(chatId="b@s.whatsapp.net"))
+    assert all(not changes.bucket_counters(level) for level in Level)
+    assert _marks(_doc(), _doc(chatId="b@s.whatsapp.net")) == _days_and_hours(T)
+
+
+def test_moving_a_message_marks_the_days_and_hours_it_leaves_and_enters() -> None:
+    later = datetime(2026, 11, 22, 15, 0, tzinfo=UTC)
+    assert _marks(_doc(), _doc(timestamp=later)) == _days_and_hours(T, later)
+    # within its hour its values stay where they were
+    assert _marks(_doc(), _doc(timestamp=T + timedelta(seconds=5))) == _days_and_hours()
+
+
+def test_a_message_turning_into_a_group_message_marks_its_values() -> None:
+    group = _doc(isGroup=True, chatId="g@g.us", sender="a@s.whatsapp.net")
+    assert _marks(_doc(chatId="g@g.us", sender="a@s.whatsapp.net"), group) == _days_and_hours(T)
+
+
+def test_messages_without_values_or_date_mark_nothing() -> None:
+    assert _marks(None, _doc(chatId=None)) == _days_and_hours()
+    assert _marks(_doc(timestamp="2026-11-20"), None) == _days_and_hours()
+    assert _marks(None, _doc()) == _days_and_hours(T)
 
 
 def test_a_chat_change_touches_the_instance_through_its_values_alone() -> None:

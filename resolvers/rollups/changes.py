@@ -6,6 +6,14 @@ nets to zero dropped. So a status update touches only the status counters, a del
 cancels its insert to nothing, and a build (inserts of every document) is the same
 fold as the stream.
 
+Each change also marks the UTC days and hours whose distinct values it may change (the
+message's values, flag or bucket differ between ``before`` and ``after``): those buckets
+get a new values version when written, which tells a range's stored value sets
+(``valuesets.py``) that they are stale. A status update marks nothing. Marks are per
+change, never netted across a batch: an insert and a delete of one message in one batch
+still mark its buckets, since a value set may have been computed from raw messages that
+held it in between.
+
 A build folds only insertions: ``Changes(adds_only=True)`` keeps of their timestamps just
 the smallest and largest per instance and flag (all that first/last need when nothing
 is removed), so a fold of a million messages does not hold a million timestamps.
@@ -22,12 +30,15 @@ from bson import ObjectId
 from resolvers.rollups.contribution import Contribution, Flag, Kind, contribution
 from resolvers.rollups.keys import Level, floor_to
 
-__all__ = ["BucketKey", "Changes", "ValueKey", "next_extreme"]
+__all__ = ["VALUE_LEVELS", "BucketKey", "Changes", "ValueKey", "next_extreme"]
 
 BucketKey = tuple[ObjectId, datetime]
 """(instance, bucket start)."""
 ValueKey = tuple[ObjectId, Kind, str]
 """(instance, kind, value)."""
+
+VALUE_LEVELS = (Level.DAY, Level.HOUR)
+"""The bucket levels whose distinct values are kept for ranges (``valuesets.py``)."""
 
 _K = TypeVar("_K", bound=Hashable)
 _F = TypeVar("_F", bound=Hashable)
@@ -39,7 +50,7 @@ class Changes:
     Counter paths are relative to ``c`` and start with the flag: ``o.n``, ``g.t.text``.
     """
 
-    __slots__ = ("_adds_only", "_buckets", "_instances", "_times", "_values")
+    __slots__ = ("_adds_only", "_buckets", "_instances", "_marks", "_times", "_values")
 
     def __init__(self, *, adds_only: bool = False) -> None:
         self._adds_only = adds_only
@@ -47,31 +58,39 @@ class Changes:
         self._buckets: dict[Level, dict[BucketKey, dict[str, int]]] = {level: {} for level in Level}
         self._values: dict[ValueKey, dict[Flag, int]] = {}
         self._times: dict[tuple[ObjectId, Flag], dict[datetime, int]] = {}
+        self._marks: dict[Level, set[BucketKey]] = {level: set() for level in VALUE_LEVELS}
 
     def add(self, *, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> None:
         """One message went from ``before`` to ``after`` (None = absent)."""
         removed = contribution(before)
         if removed is not None and self._adds_only:
             raise ValueError("these changes only add messages")
+        added = contribution(after)
         self._add(removed, sign=-1)
-        self._add(contribution(after), sign=1)
+        self._add(added, sign=1)
+        for level in VALUE_LEVELS:
+            old, new = _value_state(removed, level), _value_state(added, level)
+            if old != new:
+                self._marks[level].update(state[0] for state in (old, new) if state is not None)
 
     @property
     def adds_only(self) -> bool:
         return self._adds_only
 
     def is_empty(self) -> bool:
-        return not (self._instances or self._values or self._times or any(self._buckets.values()))
+        tables = (*self._buckets.values(), *self._marks.values())
+        return not (self._instances or self._values or self._times or any(tables))
 
     def __len__(self) -> int:
         """Entries held (instances, buckets, values, timestamps): what a write costs."""
         buckets = sum(len(table) for table in self._buckets.values())
         times = sum(len(table) for table in self._times.values())
-        return len(self._instances) + buckets + len(self._values) + times
+        marks = sum(len(keys) for keys in self._marks.values())
+        return len(self._instances) + buckets + len(self._values) + times + marks
 
     @property
     def instances(self) -> frozenset[ObjectId]:
-        """The instances touched."""
+        """The instances whose counts or values change (marks alone change neither)."""
         touched = set(self._instances)
         touched.update(instance for instance, _ in self._times)
         touched.update(instance for instance, _, _ in self._values)
@@ -86,6 +105,11 @@ class Changes:
     def bucket_counters(self, level: Level) -> Mapping[BucketKey, Mapping[str, int]]:
         """Counter deltas per bucket of ``level`` (dated messages only)."""
         return self._buckets[level]
+
+    def value_marks(self, level: Level) -> frozenset[BucketKey]:
+        """The buckets of ``level`` whose distinct values may have changed (none for
+        levels outside ``VALUE_LEVELS``)."""
+        return frozenset(self._marks.get(level, ()))
 
     def value_counts(self) -> Mapping[ValueKey, Mapping[Flag, int]]:
         """Message-count deltas per distinct value and flag."""
@@ -117,11 +141,15 @@ class Changes:
                 room(1)._buckets[level][key] = counters
         for value, flags in self._values.items():
             room(1)._values[value] = flags
+        for level, keys in self._marks.items():
+            for key in keys:
+                room(1)._marks[level].add(key)
         for owner, times in self._times.items():
             room(len(times))._times[owner] = times
         return [*parts, part] if held else parts
 
     def __eq__(self, other: object) -> bool:
+        """The same net effect on counts and values (marks are not netted, so not compared)."""
         if not isinstance(other, Changes):
             return NotImplemented
         return (
@@ -136,7 +164,7 @@ class Changes:
     def __repr__(self) -> str:
         return (
             f"Changes(instances={self._instances!r}, buckets={self._buckets!r}, "
-            f"values={self._values!r}, times={self._times!r})"
+            f"values={self._values!r}, times={self._times!r}, marks={self._marks!r})"
         )
 
     def _add(self, part: Contribution | None, *, sign: int) -> None:
@@ -154,6 +182,15 @@ class Changes:
                 _bump(self._times, (part.instance, part.flag), [part.timestamp], sign)
         for kind, value in part.values:
             _bump(self._values, (part.instance, kind, value), [part.flag], sign)
+
+
+def _value_state(
+    part: Contribution | None, level: Level
+) -> tuple[BucketKey, Flag, frozenset[tuple[Kind, str]]] | None:
+    """Where a message's distinct values count in buckets of ``level`` (None: nowhere)."""
+    if part is None or part.timestamp is None or not part.values:
+        return None
+    return (part.instance, floor_to(part.timestamp, level)), part.flag, part.values
 
 
 def _bump(table: dict[_K, dict[_F, int]], key: _K, fields: list[_F], sign: int) -> None:

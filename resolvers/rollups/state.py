@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 STATE_COLLECTION = "rollup_state"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bumped when the rollup layout changes: a stored state of another version is rebuilt."""
 
 _ID = "consumer"

@@ -4,7 +4,8 @@
   ``u.<kind>.a`` / ``u.<kind>.o`` distinct values with messages of any flag / of flag o,
   ``first.<flag>`` / ``last.<flag>`` smallest / largest dated timestamp.
 - ``rollup_buckets``: ``i`` instance, ``l`` level (``d`` UTC day, ``h`` hour, ``q``
-  quarter hour), ``t`` start, ``c.<flag>.<counter>``; an hour also keeps the message
+  quarter hour), ``t`` start, ``c.<flag>.<counter>``, on days and hours ``vv`` (the
+  version of their distinct values, for ``valuesets.py``); an hour also keeps the message
   count of each of its quarters, ``q.<0-3>.<flag>``. One small document per bucket with
   messages; the three levels share a collection so one bulk write updates them all.
 - ``rollup_values``: ``_id`` = ``<instance>:<kind>:<value>``, ``i``, ``k``, ``v``, and
@@ -42,6 +43,7 @@ __all__ = [
     "COLLECTIONS",
     "INSTANCES",
     "VALUES",
+    "VALUE_SETS",
     "apply_changes",
     "drop_rollups",
     "find_by_ids",
@@ -54,7 +56,8 @@ __all__ = [
 INSTANCES = "rollup_instances"
 BUCKETS = "rollup_buckets"
 VALUES = "rollup_values"
-COLLECTIONS = (INSTANCES, BUCKETS, VALUES)
+VALUE_SETS = "rollup_value_sets"
+COLLECTIONS = (INSTANCES, BUCKETS, VALUES, VALUE_SETS)
 """Every collection that holds rollups (not the consumer's state or lease)."""
 
 _MS = timedelta(milliseconds=1)
@@ -123,7 +126,7 @@ async def drop_rollups(
         return
     for instance in instances:
         await db[INSTANCES].delete_one({"_id": instance}, session=session)
-        for name in (BUCKETS, VALUES):
+        for name in (BUCKETS, VALUES, VALUE_SETS):
             await db[name].delete_many({"i": instance}, session=session)
 
 
@@ -257,18 +260,31 @@ async def _read_buckets(
 
 
 def _bucket_ops(changes: Changes, stored: set[_BucketId] | None) -> list[_Update]:
+    """Counter increments per bucket; a bucket whose distinct values may have changed also
+    gets ``vv``, a values version new to this call (an ObjectId: never reused, so a bucket
+    deleted and made again never shows an old version)."""
     ops: list[_Update] = []
+    version = ObjectId()
     for level in Level:
         counters, parts = changes.bucket_counters(level), _part_counts(changes, level)
+        marked = changes.value_marks(level)
         # a message moving between the hours of one day changes only the day's parts
-        for instance, start in sorted({*counters, *parts}):
+        for instance, start in sorted({*counters, *parts, *marked}):
             deltas = counters.get((instance, start), {})
             key = {"i": instance, "l": level.value, "t": start}
-            increments = {**_increments(deltas), **parts.get((instance, start), {})}
-            if stored is not None and (level.value, instance, start) not in stored:
-                ops.append(InsertOne(_nested(key, increments)))
+            part_counts = parts.get((instance, start), {})
+            stamp = {"vv": version} if (instance, start) in marked else {}
+            if not deltas and not part_counts:  # values changed, not counts (a new chatId)
+                ops.append(UpdateOne(key, {"$set": stamp}))
                 continue
-            ops.append(UpdateOne(key, {"$inc": increments}, upsert=True))
+            increments = {**_increments(deltas), **part_counts}
+            if stored is not None and (level.value, instance, start) not in stored:
+                ops.append(InsertOne(_nested(key, increments) | stamp))
+                continue
+            update: dict[str, Any] = {"$inc": increments}
+            if stamp:
+                update["$set"] = stamp
+            ops.append(UpdateOne(key, update, upsert=True))
             if _shrinks(deltas):
                 ops.append(DeleteOne({**key, **_EMPTY}))
     return ops
