@@ -22,13 +22,19 @@ _INDEXES = {
         )
     ],
     # rollups (resolvers/rollups/store.py): one bucket per instance, level and start;
-    # values by instance, for dropping an instance's rollups
+    # values by instance, for dropping an instance's rollups; value sets of a day or hour
+    # (resolvers/rollups/valuesets.py) read by instance, level and a span of starts
     "rollup_buckets": [
         IndexModel(
             [("i", ASCENDING), ("l", ASCENDING), ("t", ASCENDING)], name="i_l_t", unique=True
         )
     ],
     "rollup_values": [IndexModel([("i", ASCENDING)], name="i")],
+    "rollup_value_sets": [
+        IndexModel(
+            [("i", ASCENDING), ("l", ASCENDING), ("t", ASCENDING)], name="i_l_t", unique=True
+        )
+    ],
 }
 
 

@@ -14,8 +14,8 @@ What buckets cannot tell is read otherwise:
   messages inside the range, whose messages are read raw;
 - unique counts within a range: the instance's all-time counts when the range holds
   every message of the instance (from at or before its first, to after its last, and no
-  undated ones), else the distinct values of the range's raw messages (read on the
-  instanceId + timestamp index: it costs what the range holds).
+  undated ones), else the union of the distinct values kept for its whole UTC days and
+  hours and of the raw messages at its ends (``valuesets.py``).
 
 ``ignoreGroupMessages`` is applied by reading flag ``o`` only, as in ``read.py``.
 """
@@ -42,10 +42,10 @@ from resolvers.pipeline import (
     empty_metrics,
     order_counts,
 )
-from resolvers.rollups.contribution import FLAGS, KINDS, Flag, contribution, dated, flag_of
+from resolvers.rollups.contribution import FLAGS, Flag, contribution, dated, flag_of
 from resolvers.rollups.keys import EPOCH, Level, ceil_to, decode_key, floor_to, to_millis
 from resolvers.rollups.read import WINDOWS
-from resolvers.rollups.store import BUCKETS, INSTANCES, find_by_ids, iter_raw, read_raw
+from resolvers.rollups.store import BUCKETS, INSTANCES, find_by_ids, read_raw
 from resolvers.rollups.terms import (
     Footprint,
     Piece,
@@ -58,6 +58,7 @@ from resolvers.rollups.terms import (
     moments_of,
     reads_of,
 )
+from resolvers.rollups.valuesets import range_values
 from resolvers.series import Tally, nonzero
 from resolvers.timeranges import Interval, TimeRange
 
@@ -88,15 +89,6 @@ _RAW_FIELDS = {
     "type": 1,
     "status": 1,
     "media": 1,
-}
-_VALUE_FIELDS = {
-    "_id": 0,
-    "instanceId": 1,
-    "timestamp": 1,
-    "chatId": 1,
-    "isGroup": 1,
-    "fromMe": 1,
-    "sender": 1,
 }
 _EXTREME_FIELDS = {"_id": 0, "instanceId": 1, "timestamp": 1, "isGroup": 1}
 _PARTS = {"_id": 0, "t": 1, "n": 1, "c.o.n": 1, "c.g.n": 1}
@@ -407,7 +399,16 @@ async def _one_range(
         if everything == total.counters["n"]:  # every message, none undated: all time
             uniques = _stored_uniques(doc, flags)
         else:
-            uniques = await _raw_uniques(db, ref, held, session)
+            found = await range_values(
+                db=db,
+                instance=ref.id,
+                flags=flags,
+                start=held.start,
+                end=held.end,
+                now=now,
+                session=session,
+            )
+            uniques = (len(found["chat"]), len(found["group"]), len(found["contact"]))
     return MetricsResult(
         total_messages=total.counters["n"],
         messages_sent=total.counters["s"],
@@ -459,28 +460,6 @@ def _stored_uniques(doc: Mapping[str, Any], flags: tuple[Flag, ...]) -> tuple[in
         int(_get(doc, f"u.{kind}.{which}") or 0) for kind in ("chat", "group", "contact")
     )
     return chats, groups, contacts
-
-
-async def _raw_uniques(
-    db: Database, ref: InstanceRef, range: TimeRange, session: AsyncClientSession | None
-) -> tuple[int, int, int]:
-    """Distinct chats, groups and contacts of the range's messages, read raw (an index
-    range scan; on SecantusDB faster than a distinct count in an aggregation)."""
-    flags = _flags(ref)
-    found: dict[str, set[str]] = {kind: set() for kind in KINDS}
-    async for doc in iter_raw(
-        db=db,
-        instance=ref.id,
-        start=range.start,
-        end=range.end,
-        projection=_VALUE_FIELDS,
-        session=session,
-    ):
-        part = contribution(doc)
-        if part is not None and part.flag in flags:
-            for kind, value in part.values:
-                found[kind].add(value)
-    return len(found["chat"]), len(found["group"]), len(found["contact"])
 
 
 # --- first and last within a range --------------------------------------------------

@@ -41,7 +41,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from bson import ObjectId
-from pymongo import DeleteOne, UpdateOne
+from pymongo import DeleteMany, DeleteOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import OperationFailure
 from pymongo.read_concern import ReadConcern
@@ -52,7 +52,7 @@ from resolvers.rollups.contribution import FLAGS, Flag, dated, flag_of, owner
 from resolvers.rollups.events import RebuildNeeded, decode_event
 from resolvers.rollups.keys import Level, floor_to, part_index
 from resolvers.rollups.state import RollupState, read_state
-from resolvers.rollups.store import BUCKETS, INSTANCES, VALUES, iter_raw
+from resolvers.rollups.store import BUCKETS, INSTANCES, VALUE_SETS, VALUES, iter_raw
 from resolvers.rollups.watermark import Pair, WatermarkFollower, read_undated
 from resolvers.rollups.watermark_state import COUNTED_FIELDS, day_key
 
@@ -557,6 +557,8 @@ class ReconcilePass:
     ) -> None:
         if not any(ops.values()):
             return
+        # the instance's kept value sets may have been read from the same drift
+        ops = {**ops, VALUE_SETS: [DeleteMany({"i": instance})]}
         if not await self._view.write(snapshot, instance, ops):
             raise _Aborted("the rollups were rebuilt during the reconcile")
 

@@ -1,0 +1,224 @@
+"""Distinct values of whole UTC days and hours, kept for the unique counts of a range.
+
+A range's unique counts are the sizes of unions of its messages' values. A union cannot be
+taken apart again, so unlike a counter it cannot come from signed sums of buckets: a range
+is cut into whole UTC days, whole hours towards its ends and at most an hour of raw
+messages at each end (``value_cover``), and the values of each piece are added up.
+
+The values of a whole day or hour are kept in ``rollup_value_sets``, one document per
+instance, level and start: ``o.<kind>`` and ``g.<kind>``, the values of its messages of
+each flag (lists), and ``vv``, the values version of its bucket when they were read. The
+consumer never writes them (each write there made it slower, see docs/metrics.md): the
+first range to need a day or hour that has ended reads its raw messages and keeps what it
+found; later ranges use that while the bucket's ``vv`` is unchanged.
+
+Why a kept set is never stale: every write to the rollups that may change a bucket's
+distinct values gives it a new ``vv`` (``Changes.value_marks``, an ObjectId never reused),
+and the bucket's ``vv`` is read before the raw messages (in the request's snapshot when the
+database has transactions). A change applied after that read gives the bucket a new
+``vv``; one applied before it shows in the raw messages; one written but not yet applied
+shows in the raw messages and gives a new ``vv`` once applied. A bucket without ``vv`` has
+never held a message with values, so its set is empty; a missing bucket holds no message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ReplaceOne
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from resolvers.db import Database
+from resolvers.rollups.contribution import FLAGS, KINDS, Flag, Kind, contribution
+from resolvers.rollups.keys import Level, ceil_to, floor_to, to_millis, truncate_to_millis
+from resolvers.rollups.store import BUCKETS, VALUE_SETS, iter_raw
+
+__all__ = ["MAX_KEPT_BYTES", "ValueCover", "range_values", "value_cover"]
+
+MAX_KEPT_BYTES = 1 << 20
+"""A day or hour whose values take more than this is read raw each time instead (a
+document stays far below MongoDB's 16 MB, and SecantusDB copies what it returns)."""
+
+_VALUE_FIELDS = {
+    "_id": 0,
+    "instanceId": 1,
+    "timestamp": 1,
+    "chatId": 1,
+    "isGroup": 1,
+    "fromMe": 1,
+    "sender": 1,
+}
+
+Values = dict[Flag, dict[Kind, set[str]]]
+"""Distinct values per flag and kind."""
+
+
+@dataclass(frozen=True, slots=True)
+class ValueCover:
+    """A range cut into whole UTC days, whole hours and raw slices ``[low, high)``."""
+
+    days: tuple[datetime, ...]
+    hours: tuple[datetime, ...]
+    raw: tuple[tuple[datetime, datetime], ...]
+
+
+def value_cover(start: datetime, end: datetime) -> ValueCover:
+    """``[start, end)`` as raw messages up to the first hour boundary, whole hours up to
+    the first day boundary, whole days, then whole hours and raw messages up to ``end``."""
+    low, high = truncate_to_millis(start), truncate_to_millis(end)
+    if low >= high:
+        return ValueCover((), (), ())
+    first_hour, last_hour = ceil_to(low, Level.HOUR), floor_to(high, Level.HOUR)
+    if first_hour >= last_hour:
+        return ValueCover((), (), ((low, high),))
+    raw = tuple((a, b) for a, b in ((low, first_hour), (last_hour, high)) if a < b)
+    first_day, last_day = ceil_to(first_hour, Level.DAY), floor_to(last_hour, Level.DAY)
+    if first_day >= last_day:
+        return ValueCover((), _starts(first_hour, last_hour, Level.HOUR), raw)
+    hours = _starts(first_hour, first_day, Level.HOUR) + _starts(last_day, last_hour, Level.HOUR)
+    return ValueCover(_starts(first_day, last_day, Level.DAY), hours, raw)
+
+
+def _starts(low: datetime, high: datetime, level: Level) -> tuple[datetime, ...]:
+    count = (high - low) // level.width
+    return tuple(low + level.width * index for index in range(count))
+
+
+async def range_values(
+    *,
+    db: Database,
+    instance: ObjectId,
+    flags: tuple[Flag, ...],
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    session: AsyncClientSession | None = None,
+) -> dict[Kind, set[str]]:
+    """The distinct values of ``instance``'s messages of ``flags`` dated in ``[start,
+    end)``, from kept sets where they are current; a day or hour read raw is kept for the
+    next range once it has ended (by ``now``). Kept sets are written outside ``session``."""
+    cover = value_cover(start, end)
+    found: dict[Kind, set[str]] = {kind: set() for kind in KINDS}
+    kept: list[ReplaceOne[Any]] = []
+    for level, starts in ((Level.DAY, cover.days), (Level.HOUR, cover.hours)):
+        if not starts:
+            continue
+        runs = _runs(starts, level)
+        versions = await _versions(db, instance, level, runs, session)
+        stored = await _stored(db, instance, level, runs, session)
+        for moment in starts:
+            if moment not in versions or versions[moment] is None:
+                continue  # no message there, or none with values
+            doc = stored.get(moment)
+            if doc is not None and doc.get("vv") == versions[moment]:
+                _merge(found, _decode(doc), flags)
+                continue
+            values = await _read(db, instance, moment, moment + level.width, session)
+            _merge(found, values, flags)
+            if moment + level.width <= now and _size(values) <= MAX_KEPT_BYTES:
+                kept.append(_keep(instance, level, moment, versions[moment], values))
+    for low, high in cover.raw:
+        _merge(found, await _read(db, instance, low, high, session), flags)
+    if kept:
+        await db[VALUE_SETS].bulk_write(kept, ordered=False)
+    return found
+
+
+def _runs(starts: Sequence[datetime], level: Level) -> list[tuple[datetime, datetime]]:
+    """Consecutive ``starts`` as spans ``[first, last + width)``: one range query each."""
+    runs: list[tuple[datetime, datetime]] = []
+    for moment in starts:
+        if runs and runs[-1][1] == moment:
+            runs[-1] = (runs[-1][0], moment + level.width)
+        else:
+            runs.append((moment, moment + level.width))
+    return runs
+
+
+async def _versions(
+    db: Database,
+    instance: ObjectId,
+    level: Level,
+    runs: Iterable[tuple[datetime, datetime]],
+    session: AsyncClientSession | None,
+) -> dict[datetime, ObjectId | None]:
+    """The values version of each bucket of ``level`` in ``runs`` (a missing bucket: no
+    messages)."""
+    found: dict[datetime, ObjectId | None] = {}
+    for low, high in runs:
+        query = {"i": instance, "l": level.value, "t": {"$gte": low, "$lt": high}}
+        async for doc in db[BUCKETS].find(query, {"_id": 0, "t": 1, "vv": 1}, session=session):
+            found[truncate_to_millis(doc["t"])] = doc.get("vv")
+    return found
+
+
+async def _stored(
+    db: Database,
+    instance: ObjectId,
+    level: Level,
+    runs: Iterable[tuple[datetime, datetime]],
+    session: AsyncClientSession | None,
+) -> dict[datetime, Mapping[str, Any]]:
+    found: dict[datetime, Mapping[str, Any]] = {}
+    for low, high in runs:
+        query = {"i": instance, "l": level.value, "t": {"$gte": low, "$lt": high}}
+        async for doc in db[VALUE_SETS].find(query, {"_id": 0}, session=session):
+            found[truncate_to_millis(doc["t"])] = doc
+    return found
+
+
+async def _read(
+    db: Database,
+    instance: ObjectId,
+    low: datetime,
+    high: datetime,
+    session: AsyncClientSession | None,
+) -> Values:
+    """The distinct values of the raw messages dated in ``[low, high)``, per flag."""
+    values: Values = {flag: {kind: set() for kind in KINDS} for flag in FLAGS}
+    found = iter_raw(
+        db=db, instance=instance, start=low, end=high, projection=_VALUE_FIELDS, session=session
+    )
+    async for doc in found:
+        part = contribution(doc)
+        if part is not None:
+            for kind, value in part.values:
+                values[part.flag][kind].add(value)
+    return values
+
+
+def _merge(found: dict[Kind, set[str]], values: Values, flags: tuple[Flag, ...]) -> None:
+    for flag in flags:
+        for kind in KINDS:
+            found[kind] |= values[flag][kind]
+
+
+def _size(values: Values) -> int:
+    """About the bytes of the document keeping ``values`` (BSON spends ~8 per element)."""
+    held = (value for kinds in values.values() for kept in kinds.values() for value in kept)
+    return sum(len(value.encode()) + 8 for value in held)
+
+
+def _keep(
+    instance: ObjectId, level: Level, start: datetime, version: ObjectId | None, values: Values
+) -> ReplaceOne[Any]:
+    doc: dict[str, Any] = {
+        "_id": f"{instance}:{level.value}:{to_millis(start)}",
+        "i": instance,
+        "l": level.value,
+        "t": start,
+        "vv": version,
+    }
+    for flag in FLAGS:
+        doc[flag] = {kind: sorted(values[flag][kind]) for kind in KINDS if values[flag][kind]}
+    return ReplaceOne({"_id": doc["_id"]}, doc, upsert=True)
+
+
+def _decode(doc: Mapping[str, Any]) -> Values:
+    return {
+        flag: {kind: set((doc.get(flag) or {}).get(kind) or ()) for kind in KINDS} for flag in FLAGS
+    }
