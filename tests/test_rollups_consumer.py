@@ -4,11 +4,13 @@ has caught up the rollups answer exactly what the full scan answers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -182,21 +184,47 @@ async def test_the_position_moves_with_each_full_batch_not_only_once_caught_up(
     assert len(set(moved)) >= 5, seen  # ten batches of three, each past the one before
 
 
-class _StreamPolls(monitoring.CommandListener):
-    """Counts the ``getMore`` commands on ``messages`` (the change stream's polls)."""
+class _Commands(monitoring.CommandListener):
+    """Counts commands by name and collection (a ``getMore`` on ``messages`` is a poll
+    of the change stream)."""
 
     def __init__(self) -> None:
-        self.count = 0
+        self.counts: Counter[tuple[str, str]] = Counter()
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "getMore" and event.command.get("collection") == "messages":
-            self.count += 1
+        name = event.command_name
+        target = event.command.get("collection" if name == "getMore" else name)
+        self.counts[name, str(target)] += 1
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         pass
+
+
+@contextlib.asynccontextmanager
+async def _listened_consumer(
+    db: Database, uri: str, options: ConsumerOptions
+) -> AsyncIterator[tuple[RollupConsumer, _Commands]]:
+    """A consumer on a client of its own whose commands are counted, settled."""
+    commands = _Commands()
+    client: AsyncMongoClient[dict[str, Any]]
+    client = AsyncMongoClient(uri, tz_aware=True, event_listeners=[commands])
+    async with client:
+        running = RollupConsumer(db=client[db.name], holder="idle", options=options)
+        running.start()
+        try:
+            await settle(db, running)
+            yield running, commands
+        finally:
+            await running.stop()
+
+
+async def _sent_while_idle(commands: _Commands, seconds: float) -> Counter[tuple[str, str]]:
+    before = commands.counts.copy()
+    await asyncio.sleep(seconds)
+    return commands.counts - before
 
 
 async def test_an_idle_consumer_polls_less_and_less_yet_a_waiting_reader_is_served_at_once(
@@ -206,28 +234,30 @@ async def test_an_idle_consumer_polls_less_and_less_yet_a_waiting_reader_is_serv
     embedded database runs one operation at a time: a poll 100 times a second gets in
     the way of requests); a reader waiting for its cluster time still gets its write
     applied at once, whatever the wait has grown to."""
-    polls = _StreamPolls()
-    client: AsyncMongoClient[dict[str, Any]]
-    client = AsyncMongoClient(mongodb_uri, tz_aware=True, event_listeners=[polls])
-    async with client:
-        options = ConsumerOptions(idle_poll=0.01, idle_poll_max=30.0, refresh_every=60.0)
-        running = RollupConsumer(db=client[db.name], holder="idle", options=options)
-        running.start()
-        try:
-            await settle(db, running)
-            before = polls.count
-            await asyncio.sleep(3.0)  # at 10 ms a poll, about 250 of them
-            idle = polls.count - before
-            # backed off to waits of seconds by now: only the reader's nudge is this quick
-            async with db.client.start_session() as session:
-                await db.messages.insert_one(message(A, days_ago=1), session=session)
-                written = session.operation_time
-            assert written is not None
-            assert await running.position.wait_for(written, timeout=1.0)
-            await assert_exact(db, instances=(A,))
-        finally:
-            await running.stop()
-    assert idle < 30, idle
+    options = ConsumerOptions(idle_poll=0.01, idle_poll_max=30.0, refresh_every=60.0)
+    async with _listened_consumer(db, mongodb_uri, options) as (running, commands):
+        idle = await _sent_while_idle(commands, 3.0)  # at 10 ms a poll, about 250 polls
+        # backed off to waits of seconds by now: only the reader's nudge is this quick
+        async with db.client.start_session() as session:
+            await db.messages.insert_one(message(A, days_ago=1), session=session)
+            written = session.operation_time
+        assert written is not None
+        assert await running.position.wait_for(written, timeout=1.0)
+        await assert_exact(db, instances=(A,))
+    assert idle["getMore", "messages"] < 30, idle
+
+
+async def test_a_backed_off_consumer_still_tells_other_processes_its_position_on_time(
+    db: Database, mongodb_uri: str
+) -> None:
+    """Other processes cannot nudge it: they wait for ``rollup_state.appliedAt``. Its
+    idle waits are cut short so that a refresh still comes every ``refresh_every``, each
+    with a position past the one before (whose own write moved the cluster time)."""
+    options = ConsumerOptions(idle_poll=0.01, idle_poll_max=30.0, refresh_every=0.2)
+    async with _listened_consumer(db, mongodb_uri, options) as (_, commands):
+        idle = await _sent_while_idle(commands, 2.0)
+    assert idle["getMore", "messages"] < 50, idle  # at 10 ms a poll, about 170; now ~20
+    assert idle["update", "rollup_state"] >= 6, idle  # every 0.2 s: about 10
 
 
 async def test_crash_between_apply_and_commit_loses_and_doubles_nothing(db: Database) -> None:

@@ -123,8 +123,9 @@ class ConsumerOptions:
     nudge: it waits for ``rollup_state.appliedAt``, which the commit of the poll that
     finds its write moves, so up to this long, plus that commit and its own reads of
     the state every 20 ms; keep that well under ``ROLLUPS_WAIT_MS`` (250 ms by default),
-    past which it scans. An idle wait also ends when a refresh is due
-    (``refresh_every``), so other processes see the position move as often as before."""
+    past which it scans. Idle waits are also cut to poll twice per ``refresh_every``
+    (see ``_Follower._idle``), so other processes see the position move as often as
+    with constant polls."""
     lease_ttl: timedelta = timedelta(seconds=10)
     renew_every: float = 3.0
     refresh_every: float = 0.2
@@ -559,6 +560,7 @@ class _Follower:
         self._refreshed: Timestamp | None = None
         self._rest = options.idle_poll
         """The next idle wait (``ConsumerOptions.idle_poll``: doubles while polls find nothing)."""
+        self._idle_ended = 0.0
         self._logged_at = 0.0
 
     async def run(self) -> None:
@@ -754,17 +756,26 @@ class _Follower:
         self._refreshed_at, self._refreshed = now, applied
 
     async def _idle(self) -> None:
-        """Wait for a nudge, for the next refresh, or ``_rest``; after a wait that no
-        nudge ended, ``_rest`` doubles (up to ``idle_poll_max``)."""
+        """Wait for a nudge or ``_rest``; after a wait that no nudge ended, ``_rest``
+        doubles (up to ``idle_poll_max``).
+
+        The wait is cut short to poll twice per ``refresh_every``: once after the last
+        refresh, whose own write moved the cluster time (a poll is covered only up to
+        what was observed before it was sent), and once just before the next refresh,
+        which can then write a position past that write. A request in another process,
+        whose cluster time is at least that write's, thus waits one ``refresh_every``
+        at most, not two."""
         options = self._consumer._options
         nudge = self._consumer.position.nudge
         wait = self._rest
         refresh_in = self._refreshed_at + options.refresh_every - time.monotonic()
-        if refresh_in > 0:  # poll just before the refresh, so it writes a fresh position
-            wait = min(wait, refresh_in)
+        if refresh_in > 0:
+            polled_since = self._refreshed_at < self._idle_ended
+            wait = min(wait, refresh_in if polled_since else refresh_in / 2)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
                 await nudge.wait()
+        self._idle_ended = time.monotonic()
         if nudge.is_set():
             self._rest = options.idle_poll
         else:
