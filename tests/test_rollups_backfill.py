@@ -45,6 +45,7 @@ _states = st.fixed_dictionaries(
         ),
         "status": st.sampled_from(["read", "sent"]),
         "isGroup": st.booleans(),
+        "chatId": st.sampled_from(["a@s.whatsapp.net", "b@s.whatsapp.net", None]),
     }
 )
 
@@ -265,6 +266,12 @@ def test_changes_split_into_parts_that_add_up_to_them(scenario: Scenario, limit:
     assert _total(*parts) == _total(whole)
     assert all(len(part) <= limit or len(part.timestamps()) == 1 for part in parts)
     assert all(not part.is_empty() for part in parts)
+    for level in Level:  # every mark kept, beside its bucket's counters (alone it makes none)
+        assert set().union(*(part.value_marks(level) for part in parts)) == whole.value_marks(level)
+        counted = whole.bucket_counters(level).keys()
+        for part in parts:
+            alone = part.value_marks(level) - part.bucket_counters(level).keys()
+            assert not alone & counted
 
 
 # --- the sweep --------------------------------------------------------------------------

@@ -24,6 +24,8 @@ from graph.embedded import free_port, is_reachable, stop_process
 from resolvers import Database, InstanceRef, ensure_indexes, fetch_metrics, open_client
 from resolvers.rollups import read_rollup_metrics
 from resolvers.rollups.consumer import ConsumerOptions, RollupConsumer
+from resolvers.rollups.ranges import read_range_metrics
+from resolvers.timeranges import TimeRange
 from tests.factories import NOW, message
 
 A, B, C = (ObjectId(f"{n:024x}") for n in range(1, 4))
@@ -339,6 +341,7 @@ async def test_build_while_messages_change_is_exact(db: Database, written: str) 
 
     def random_message() -> dict[str, Any]:
         fields = {"status": rng.choice(["read", "sent"]), "isGroup": rng.random() < 0.3}
+        fields["chatId"] = f"{rng.randrange(40)}@s.whatsapp.net"
         return message(rng.choice([A, B]), days_ago=rng.uniform(0, 40), **fields)
 
     ids = list((await db.messages.insert_many([random_message() for _ in range(300)])).inserted_ids)
@@ -372,9 +375,24 @@ async def test_build_while_messages_change_is_exact(db: Database, written: str) 
             await asyncio.sleep(rng.uniform(0, 0.004))
         await settle(db, running)
         await assert_exact(db)
+        await _assert_range_uniques_exact(db)
+        await _assert_range_uniques_exact(db)  # from the value sets the first one kept
         assert during_build >= 100, during_build
     finally:
         await running.stop()
+
+
+async def _assert_range_uniques_exact(db: Database) -> None:
+    """A range's unique counts (whole days and hours from kept value sets) equal the scan's."""
+    span = TimeRange(NOW - timedelta(days=30, hours=5), NOW - timedelta(hours=3))
+    for instance in (A, B):
+        ref = InstanceRef(id=instance, name=str(instance), ignore_group_messages=False)
+        scan = await fetch_metrics(db=db, instances=[ref], now=NOW, range=span)
+        found = (await read_range_metrics(db=db, instances=[ref], now=NOW, range=span))[instance]
+        uniques = ("unique_chats", "unique_groups", "unique_contacts")
+        assert [getattr(found, name) for name in uniques] == [
+            getattr(scan, name) for name in uniques
+        ]
 
 
 async def test_a_build_cut_short_resumes_from_what_it_wrote(db: Database) -> None:

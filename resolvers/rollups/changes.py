@@ -85,7 +85,8 @@ class Changes:
         """Entries held (instances, buckets, values, timestamps): what a write costs."""
         buckets = sum(len(table) for table in self._buckets.values())
         times = sum(len(table) for table in self._times.values())
-        marks = sum(len(keys) for keys in self._marks.values())
+        # a mark on a bucket whose counters change rides in the same update
+        marks = sum(len(keys - self._buckets[level].keys()) for level, keys in self._marks.items())
         return len(self._instances) + buckets + len(self._values) + times + marks
 
     @property
@@ -137,13 +138,17 @@ class Changes:
         for instance, counters in self._instances.items():
             room(1)._instances[instance] = counters
         for level, buckets in self._buckets.items():
+            marks = self._marks.get(level, set())
             for key, counters in buckets.items():
-                room(1)._buckets[level][key] = counters
+                target = room(1)
+                target._buckets[level][key] = counters
+                if key in marks:  # with its counters: a mark alone never makes a bucket
+                    target._marks[level].add(key)
+        for level, keys in self._marks.items():
+            for key in keys - self._buckets[level].keys():
+                room(1)._marks[level].add(key)
         for value, flags in self._values.items():
             room(1)._values[value] = flags
-        for level, keys in self._marks.items():
-            for key in keys:
-                room(1)._marks[level].add(key)
         for owner, times in self._times.items():
             room(len(times))._times[owner] = times
         return [*parts, part] if held else parts
