@@ -20,7 +20,7 @@ from resolvers.rollups.changes import Changes
 from resolvers.rollups.keys import Level, floor_to
 from resolvers.rollups.ranges import read_range_metrics
 from resolvers.rollups.store import VALUE_SETS, apply_changes
-from resolvers.rollups.valuesets import value_cover
+from resolvers.rollups.valuesets import pack, unpack, value_cover
 from resolvers.timeranges import TimeRange
 from tests.factories import NOW, message
 from tests.reference import reference_metrics
@@ -101,8 +101,13 @@ async def _expected(db: Database, *, ignore: bool = False) -> tuple[int, int, in
 async def _plant(db: Database, where: dict[str, Any] | None = None) -> int:
     """Add a value no message has to the kept sets (all, or ``where``): a count that
     shows it came from them. Returns how many sets there were."""
-    result = await db[VALUE_SETS].update_many(where or {}, {"$push": {"o.chat": PLANTED}})
-    return result.modified_count
+    planted = 0
+    async for doc in db[VALUE_SETS].find(where or {}):
+        values = unpack(doc["z"])
+        values["o"]["chat"].add(PLANTED)
+        await db[VALUE_SETS].update_one({"_id": doc["_id"]}, {"$set": {"z": pack(values)}})
+        planted += 1
+    return planted
 
 
 async def _change(
@@ -226,13 +231,37 @@ async def test_a_rebuild_makes_every_kept_set_stale(db: Database) -> None:
 async def test_a_set_too_large_to_keep_is_read_raw_each_time(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(valuesets_module, "MAX_KEPT_BYTES", 130)
+    monkeypatch.setattr(valuesets_module, "MAX_KEPT_BYTES", 110)
     await _load(db, _history())
     assert await _uniques(db) == await _expected(db)
     kept = {(doc["l"], doc["t"]) async for doc in db[VALUE_SETS].find({}, {"l": 1, "t": 1})}
     # an hour at the start with 2 chats (and contacts); a day with 3 of each
     assert ("h", floor_to(NOW - timedelta(hours=120), Level.HOUR)) in kept
     assert ("d", floor_to(NOW - timedelta(hours=20), Level.DAY)) not in kept
+    assert await _uniques(db) == await _expected(db)
+
+
+async def test_a_range_cut_short_keeps_what_it_read_before(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cold range on a long history can outlast the request's deadline: the days read
+    before it are kept, so the next request goes further instead of starting over."""
+    await _load(db, _history())
+    reads = 0
+    real = valuesets_module._read
+
+    async def read_then_fail(*args: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        if reads == 4:
+            raise TimeoutError("the request's deadline")
+        return await real(*args)
+
+    monkeypatch.setattr(valuesets_module, "_read", read_then_fail)
+    with pytest.raises(TimeoutError):
+        await _uniques(db)
+    assert await db[VALUE_SETS].count_documents({}) == 3
+    monkeypatch.setattr(valuesets_module, "_read", real)
     assert await _uniques(db) == await _expected(db)
 
 

@@ -6,8 +6,8 @@ is cut into whole UTC days, whole hours towards its ends and at most an hour of 
 messages at each end (``value_cover``), and the values of each piece are added up.
 
 The values of a whole day or hour are kept in ``rollup_value_sets``, one document per
-instance, level and start: ``o.<kind>`` and ``g.<kind>``, the values of its messages of
-each flag (lists), and ``vv``, the values version of its bucket when they were read. The
+instance, level and start: ``z``, the values of its messages per flag and kind (``pack``:
+compressed JSON), and ``vv``, the values version of its bucket when they were read. The
 consumer never writes them (each write there made it slower, see docs/metrics.md): the
 first range to need a day or hour that has ended reads its raw messages and keeps what it
 found; later ranges use that while the bucket's ``vv`` is unchanged.
@@ -23,13 +23,14 @@ never held a message with values, so its set is empty; a missing bucket holds no
 
 from __future__ import annotations
 
+import json
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bson import ObjectId
-from pymongo import ReplaceOne
+from bson import Binary, ObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from resolvers.db import Database
@@ -37,11 +38,11 @@ from resolvers.rollups.contribution import FLAGS, KINDS, Flag, Kind, contributio
 from resolvers.rollups.keys import Level, ceil_to, floor_to, to_millis, truncate_to_millis
 from resolvers.rollups.store import BUCKETS, VALUE_SETS, iter_raw
 
-__all__ = ["MAX_KEPT_BYTES", "ValueCover", "range_values", "value_cover"]
+__all__ = ["MAX_KEPT_BYTES", "ValueCover", "pack", "range_values", "unpack", "value_cover"]
 
-MAX_KEPT_BYTES = 1 << 20
-"""A day or hour whose values take more than this is read raw each time instead (a
-document stays far below MongoDB's 16 MB, and SecantusDB copies what it returns)."""
+MAX_KEPT_BYTES = 8 << 20
+"""A day or hour whose values take more than this (before compression) is read raw each
+time instead: its document stays well below MongoDB's 16 MB."""
 
 _VALUE_FIELDS = {
     "_id": 0,
@@ -100,10 +101,9 @@ async def range_values(
 ) -> dict[Kind, set[str]]:
     """The distinct values of ``instance``'s messages of ``flags`` dated in ``[start,
     end)``, from kept sets where they are current; a day or hour read raw is kept for the
-    next range once it has ended (by ``now``). Kept sets are written outside ``session``."""
+    next range once it has ended (by ``now``), outside ``session``."""
     cover = value_cover(start, end)
     found: dict[Kind, set[str]] = {kind: set() for kind in KINDS}
-    kept: list[ReplaceOne[Any]] = []
     for level, starts in ((Level.DAY, cover.days), (Level.HOUR, cover.hours)):
         if not starts:
             continue
@@ -115,16 +115,17 @@ async def range_values(
                 continue  # no message there, or none with values
             doc = stored.get(moment)
             if doc is not None and doc.get("vv") == versions[moment]:
-                _merge(found, _decode(doc), flags)
+                _merge(found, unpack(doc["z"]), flags)
                 continue
             values = await _read(db, instance, moment, moment + level.width, session)
             _merge(found, values, flags)
             if moment + level.width <= now and _size(values) <= MAX_KEPT_BYTES:
-                kept.append(_keep(instance, level, moment, versions[moment], values))
+                # kept at once: a range cut short by its deadline leaves what it read
+                await db[VALUE_SETS].replace_one(
+                    *_keep(instance, level, moment, versions[moment], values), upsert=True
+                )
     for low, high in cover.raw:
         _merge(found, await _read(db, instance, low, high, session), flags)
-    if kept:
-        await db[VALUE_SETS].bulk_write(kept, ordered=False)
     return found
 
 
@@ -198,27 +199,38 @@ def _merge(found: dict[Kind, set[str]], values: Values, flags: tuple[Flag, ...])
 
 
 def _size(values: Values) -> int:
-    """About the bytes of the document keeping ``values`` (BSON spends ~8 per element)."""
+    """About the bytes of ``values`` before compression (JSON spends ~3 per value)."""
     held = (value for kinds in values.values() for kept in kinds.values() for value in kept)
-    return sum(len(value.encode()) + 8 for value in held)
+    return sum(len(value.encode()) + 3 for value in held)
 
 
 def _keep(
     instance: ObjectId, level: Level, start: datetime, version: ObjectId | None, values: Values
-) -> ReplaceOne[Any]:
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """The filter and the document that keep ``values``."""
     doc: dict[str, Any] = {
         "_id": f"{instance}:{level.value}:{to_millis(start)}",
         "i": instance,
         "l": level.value,
         "t": start,
         "vv": version,
+        "z": pack(values),
     }
-    for flag in FLAGS:
-        doc[flag] = {kind: sorted(values[flag][kind]) for kind in KINDS if values[flag][kind]}
-    return ReplaceOne({"_id": doc["_id"]}, doc, upsert=True)
+    return {"_id": doc["_id"]}, doc
 
 
-def _decode(doc: Mapping[str, Any]) -> Values:
+def pack(values: Values) -> Binary:
+    """``values`` as one compressed JSON blob: SecantusDB copies every element of a document
+    it returns, and a day of a busy instance holds tens of thousands of values."""
+    plain = {
+        flag: {kind: sorted(found) for kind, found in kinds.items()}
+        for flag, kinds in values.items()
+    }
+    return Binary(zlib.compress(json.dumps(plain, separators=(",", ":")).encode(), 1))
+
+
+def unpack(blob: bytes) -> Values:
+    plain = json.loads(zlib.decompress(blob))
     return {
-        flag: {kind: set((doc.get(flag) or {}).get(kind) or ()) for kind in KINDS} for flag in FLAGS
+        flag: {kind: set(plain.get(flag, {}).get(kind, ())) for kind in KINDS} for flag in FLAGS
     }
