@@ -115,7 +115,7 @@ async def range_values(
                 continue  # no message there, or none with values
             doc = stored.get(moment)
             if doc is not None and doc.get("vv") == versions[moment]:
-                _merge(found, unpack(doc["z"]), flags)
+                _add_packed(found, doc["z"], flags)
                 continue
             values = await _read(db, instance, moment, moment + level.width, session)
             _merge(found, values, flags)
@@ -227,6 +227,15 @@ def pack(values: Values) -> Binary:
         for flag, kinds in values.items()
     }
     return Binary(zlib.compress(json.dumps(plain, separators=(",", ":")).encode(), 1))
+
+
+def _add_packed(found: dict[Kind, set[str]], blob: bytes, flags: tuple[Flag, ...]) -> None:
+    """``_merge`` of ``unpack(blob)`` without making its sets (the hot part of a warm range:
+    a day of a busy instance holds ~15,000 values)."""
+    plain = json.loads(zlib.decompress(blob))
+    for flag in flags:
+        for kind, values in plain.get(flag, {}).items():
+            found[kind].update(values)
 
 
 def unpack(blob: bytes) -> Values:
