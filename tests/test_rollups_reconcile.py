@@ -21,9 +21,12 @@ from bson import ObjectId
 
 from graph.embedded import free_port, stop_process
 from resolvers import Database, InstanceRef, fetch_metrics
+from resolvers.pipeline import MetricsResult
 from resolvers.rollups import read_rollup_metrics
+from resolvers.rollups.ranges import read_range_metrics
 from resolvers.rollups.reconcile import ChangeStreamView, ReconcilePass, ReconcileReport
 from resolvers.rollups.source import RollupSource, reconcile_period
+from resolvers.timeranges import TimeRange
 from tests.factories import NOW, message
 from tests.server import wait_for_health
 from tests.test_rollups_consumer import settle
@@ -218,6 +221,26 @@ async def test_drift_is_repaired_with_the_watermark(
     standalone_db: Database, watermark: RollupSource
 ) -> None:
     await _drift_is_repaired(standalone_db, watermark)
+
+
+async def test_a_day_the_reconcile_makes_again_counts_its_values_in_a_range(
+    db: Database, stream: RollupSource
+) -> None:
+    """A repaired day gets a new values version, so a range reads its values again (a
+    day without one is taken for a day without values)."""
+    span = TimeRange(DAY - timedelta(days=2), DAY + timedelta(days=1))
+
+    async def uniques(read: Any) -> tuple[int, int, int]:
+        found = await read(db=db, instances=_refs(A), now=NOW, range=span)
+        found = found if isinstance(found, MetricsResult) else found[A]
+        return found.unique_chats, found.unique_groups, found.unique_contacts
+
+    expected = await uniques(fetch_metrics)
+    assert expected[0] == 2 and await uniques(read_range_metrics) == expected  # sets kept
+    await db.rollup_buckets.delete_one({"i": A, "l": "d", "t": DAY})
+
+    assert (await stream.reconcile()).repairs
+    assert await uniques(read_range_metrics) == expected
 
 
 async def test_no_repair_while_the_consumer_lags_behind_the_messages(

@@ -47,7 +47,7 @@ from pymongo.errors import OperationFailure
 from pymongo.read_concern import ReadConcern
 
 from resolvers.db import Database
-from resolvers.rollups.changes import Changes
+from resolvers.rollups.changes import VALUE_LEVELS, Changes
 from resolvers.rollups.contribution import FLAGS, Flag, dated, flag_of, owner
 from resolvers.rollups.events import RebuildNeeded, decode_event
 from resolvers.rollups.keys import Level, floor_to, part_index
@@ -355,7 +355,12 @@ def _bucket_ops(
     if not any(expected.values()):
         return [] if stored is None else [DeleteOne(query)]
     diff = {p: e - s for p, (s, e) in _differences(stored or {}, expected).items()}
-    return [UpdateOne(query, {"$inc": diff}, upsert=True)] if diff else []
+    if not diff:
+        return []
+    update: dict[str, Any] = {"$inc": diff}
+    if level in VALUE_LEVELS:  # its messages were not what the rollups said: nor its values
+        update["$set"] = {"vv": ObjectId()}
+    return [UpdateOne(query, update, upsert=True)]
 
 
 # --- a pass ---------------------------------------------------------------------------
