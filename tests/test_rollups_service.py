@@ -16,6 +16,7 @@ from graph.types import format_datetime
 from resolvers import Database, InstanceRef, fetch_metrics
 from resolvers import metrics as metrics_module
 from resolvers.pipeline import MetricsResult
+from resolvers.rollups import service as service_module
 from resolvers.rollups.consumer import ConsumerOptions, RollupConsumer
 from resolvers.rollups.service import RollupService
 from resolvers.timeranges import Interval, TimeRange, series_bounds
@@ -206,3 +207,31 @@ async def _everything(service: RollupService, refs: list[InstanceRef], span: Tim
         series,
         await service.summaries(instances=refs),
     )
+
+
+async def test_value_sets_are_kept_only_from_rollups_the_state_vouches_for(
+    db: Database, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rebuild that begins between the freshness check and the snapshot: the request is
+    answered by the scan, and nothing read from the rollups it no longer trusts is kept."""
+    ref = InstanceRef(id=tenant.instance_ids["sales"], name="sales", ignore_group_messages=False)
+    span = TimeRange(NOW - timedelta(days=20), NOW - timedelta(hours=1))
+    consumer = RollupConsumer(db=db, holder="test", options=ConsumerOptions(idle_poll=0.01))
+    consumer.start()
+    service = RollupService(db=db, consumer=consumer, wait_s=10)
+    real = service_module.check_freshness
+
+    async def then_a_rebuild_begins(**kwargs: Any) -> Any:
+        found = await real(**kwargs)
+        await db.rollup_state.update_one({"_id": "consumer"}, {"$inc": {"generation": 1}})
+        return found
+
+    try:
+        await settle(db, consumer)
+        monkeypatch.setattr(service_module, "check_freshness", then_a_rebuild_begins)
+        answer = await service.metrics(instances=[ref], now=NOW, range=span)
+    finally:
+        await consumer.stop()
+    assert answer == await fetch_metrics(db=db, instances=[ref], now=NOW, range=span)
+    assert answer.unique_chats == 1
+    assert await db.rollup_value_sets.count_documents({}) == 0

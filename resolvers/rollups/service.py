@@ -248,12 +248,19 @@ class RollupService:
         if not chosen:
             return frozenset(), None
         # One snapshot for every rollup document and the state that vouches for them:
-        # no consumer commit or rebuild can fall between two of the reads.
+        # no consumer commit or rebuild can fall between two of the reads. In a snapshot
+        # the state is checked first, so a read that keeps value sets (valuesets.py) keeps
+        # only what a finished build vouches for; without one, after the reads.
         with translate_driver_errors():
             async with (
                 self._db.client.start_session(causal_consistency=False) as session,
                 await snapshot_reads(session, freshness),  # none without transactions
             ):
+                if freshness.snapshot:
+                    still = await confirm(db=self._db, freshness=freshness, session=session)
+                    if not freshness.usable <= still:
+                        return frozenset(), None
+                    return freshness.usable, await read(chosen, session)
                 result = await read(chosen, session)
                 still = await confirm(db=self._db, freshness=freshness, session=session)
         if not freshness.usable <= still:
