@@ -69,7 +69,8 @@ class ValueCover:
 
 def value_cover(start: datetime, end: datetime) -> ValueCover:
     """``[start, end)`` as raw messages up to the first hour boundary, whole hours up to
-    the first day boundary, whole days, then whole hours and raw messages up to ``end``."""
+    the first day boundary, whole days, then whole hours and raw messages up to ``end``
+    (which must not be in December 9999: ``ranges.py`` scans such ranges instead)."""
     low, high = truncate_to_millis(start), truncate_to_millis(end)
     if low >= high:
         return ValueCover((), (), ())
