@@ -55,6 +55,7 @@ SERVICE_ENV = {
     "MAX_IN_FLIGHT_PER_TOKEN": "256",
     "REQUEST_TIMEOUT_MS": "3600000",
     "ROLLUPS_RECONCILE_MINUTES": "0",  # as on the embedded database by default
+    "ROLLUPS_WARM_DAYS": "0",  # reading ahead would run beside the measurements
     # a request waits for its writes up to 5 s: past the wait it scans, and the scan's
     # $in reads the whole collection on SecantusDB (minutes at 1M: at 200 writes/s the
     # consumer's lag passed 1 s now and then, and each scan then stalled the run)

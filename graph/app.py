@@ -34,6 +34,7 @@ from graph.settings import Settings
 from resolvers import Database, Unavailable, ensure_indexes, open_client
 from resolvers.rollups.service import RollupService
 from resolvers.rollups.source import RollupSource, reconcile_period
+from resolvers.rollups.warm import WarmOptions
 
 __all__ = ["GRAPHQL_PATH", "REST_PREFIXES", "create_app"]
 
@@ -113,6 +114,7 @@ def _lifespan(settings: Settings, uri: str, clock: Clock) -> Any:
                     else None
                 ),
                 wait_s=settings.rollups_wait_ms / 1000,
+                warm=WarmOptions(days=settings.rollups_warm_days),
             )
             rollups.start()
             try:

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     rollups: bool = True
     rollups_wait_ms: int = Field(default=250, ge=0)
     rollups_source: Literal["auto", "change-stream", "watermark"] = "auto"
+    rollups_warm_days: int = Field(
+        default=35,
+        ge=0,
+        le=3660,
+        description="Recent whole days whose distinct values are read ahead of ranges; 0 = off.",
+    )
     rollups_reconcile_minutes: int | None = Field(
         default=None,
         ge=0,

@@ -65,7 +65,9 @@ async def db(mongodb_uri: str, database_name: str) -> AsyncIterator[Database]:
 
 @pytest.fixture
 def settings(mongodb_uri: str, database_name: str) -> Settings:
-    return Settings(mongodb_uri=mongodb_uri, mongodb_database=database_name)
+    # no reading ahead in the background: tests that count a request's reads stay exact
+    # (tests/test_rollups_warm.py turns it on)
+    return Settings(mongodb_uri=mongodb_uri, mongodb_database=database_name, rollups_warm_days=0)
 
 
 @pytest.fixture

@@ -10,9 +10,12 @@ their rollup documents in one snapshot with the state that vouches for them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from bson import ObjectId
@@ -29,6 +32,7 @@ from resolvers.metrics import (
 )
 from resolvers.pipeline import MetricsResult, combine_metrics, empty_metrics
 from resolvers.rollups.consumer import ConsumerStatus, RollupConsumer, stored_status
+from resolvers.rollups.contribution import FLAGS
 from resolvers.rollups.freshness import check_freshness, confirm, snapshot_reads
 from resolvers.rollups.ranges import (
     SERIES_TOPS,
@@ -37,6 +41,8 @@ from resolvers.rollups.ranges import (
     read_series_tallies,
 )
 from resolvers.rollups.read import read_rollup_metrics
+from resolvers.rollups.valuesets import range_values
+from resolvers.rollups.warm import WarmOptions, warm_pass
 from resolvers.series import Tally, to_points
 from resolvers.timeranges import (
     InstanceSummary,
@@ -48,6 +54,8 @@ from resolvers.timeranges import (
 __all__ = ["RollupHealth", "RollupService"]
 
 _LEADING = ("building", "ready")
+_WARM_RETRY_S = 5.0
+_log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
@@ -80,22 +88,77 @@ class RollupHealth:
 class RollupService:
     """``consumer`` None = rollups off: every request is answered by the full scan;
     ``wait_s``: how long a request waits for the consumer to reach its cluster time
-    before it scans instead."""
+    before it scans instead; ``warm``: recent days whose value sets the lease holder
+    reads ahead (``warm.py``; None: none)."""
 
     def __init__(
-        self, *, db: Database, consumer: RollupConsumer | None, wait_s: float = 0.25
+        self,
+        *,
+        db: Database,
+        consumer: RollupConsumer | None,
+        wait_s: float = 0.25,
+        warm: WarmOptions | None = None,
     ) -> None:
         self._db = db
         self.consumer = consumer
         self._wait_s = wait_s
+        self._warm = warm
+        self._warming: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         if self.consumer is not None:
             self.consumer.start()
+            if self._warm is not None and self._warm.days > 0:
+                self._warming = asyncio.create_task(self._keep_warm(self._warm))
 
     async def stop(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warming
+            self._warming = None
         if self.consumer is not None:
             await self.consumer.stop()
+
+    async def warm(self, *, now: datetime, options: WarmOptions) -> int:
+        """One pass of reading recent days' value sets ahead (``warm.py``): the number of
+        days read. Only while this process leads a consumer that is ready."""
+        return await warm_pass(
+            db=self._db, now=now, options=options, read_day=self._read_day, leading=self._ready
+        )
+
+    def _ready(self) -> bool:
+        return self.consumer is not None and self.consumer.status().phase == "ready"
+
+    async def _read_day(self, instance: ObjectId, day: datetime) -> bool:
+        ref = InstanceRef(id=instance, name=str(instance), ignore_group_messages=False)
+        now = datetime.now(UTC)
+        usable, _ = await self._snapshot(
+            [ref],
+            lambda chosen, session: range_values(
+                db=self._db,
+                instance=instance,
+                flags=FLAGS,
+                start=day,
+                end=day + timedelta(days=1),
+                now=now,
+                session=session,
+            ),
+        )
+        return instance in usable
+
+    async def _keep_warm(self, options: WarmOptions) -> None:
+        """A pass soon after the rollups are ready, then every ``options.every`` seconds;
+        a failed pass is logged and tried again at the next."""
+        while True:
+            if not self._ready():
+                await asyncio.sleep(_WARM_RETRY_S)
+                continue
+            try:
+                await self.warm(now=datetime.now(UTC), options=options)
+            except Exception:  # the next pass tries again; the service goes on
+                _log.warning("rollups: reading recent days ahead failed", exc_info=True)
+            await asyncio.sleep(options.every)
 
     async def metrics(
         self,
