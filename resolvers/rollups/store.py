@@ -64,6 +64,10 @@ _MS = timedelta(milliseconds=1)
 IN_BATCH = 50
 """Ids per ``$in`` on ``_id``: SecantusDB's cost grows with the square of the list
 (1,000 ids cost 0.7 ms each, 50 ids 0.07 ms each)."""
+RAW_BATCH = 500
+"""Raw messages per reply at most: SecantusDB runs one operation at a time and spends
+~0.1 ms a message, so a reply of its default size (16 MB, a day of a busy instance) held
+every other request for a second; 500 hold it ~60 ms."""
 BULK = 1_000
 """Writes per command at most: about half a second of SecantusDB's time."""
 _Update = InsertOne[Any] | UpdateOne | DeleteOne
@@ -526,7 +530,8 @@ async def iter_dated(
     if not bounds:
         raise ValueError("iter_dated needs a start or an end")
     query = {"instanceId": instance, "timestamp": bounds}
-    async for doc in db.messages.find(query, projection, session=session):
+    found = db.messages.find(query, projection, session=session, batch_size=RAW_BATCH)
+    async for doc in found:
         if _inside(doc, instance=instance, start=start, end=end):
             yield doc
 
