@@ -70,7 +70,7 @@ async def test_the_days_to_read_are_those_with_values_not_kept_newest_first(
     assert await days_to_read(db=db, instance=A, start=start, end=TODAY) == _days(6)
 
 
-async def test_a_range_over_days_read_ahead_reads_none_of_them_raw(
+async def test_a_range_over_days_read_ahead_reads_none_of_their_days_or_hours_raw(
     db: Database, service: RollupService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await service.warm(now=NOW, options=EAGER)
@@ -82,7 +82,8 @@ async def test_a_range_over_days_read_ahead_reads_none_of_them_raw(
         return await real(*args)
 
     monkeypatch.setattr(valuesets_module, "_read", counted)
-    span = TimeRange(TODAY - timedelta(days=9), TODAY)
+    # from half past an hour 9 days back to an hour before the end of the last day
+    span = TimeRange(TODAY - timedelta(days=9, minutes=30), TODAY - timedelta(hours=1))
     ref = InstanceRef(id=A, name="a", ignore_group_messages=False)
     found = (await read_range_metrics(db=db, instances=[ref], now=NOW, range=span))[A]
     expected = reference_metrics(
@@ -92,7 +93,7 @@ async def test_a_range_over_days_read_ahead_reads_none_of_them_raw(
         range=(span.start, span.end),
     )
     assert found.unique_chats == expected["uniqueChats"] == 4
-    assert reads == []
+    assert reads == [(span.start, span.start + timedelta(minutes=30))]  # its raw edge only
 
 
 async def test_nothing_is_read_ahead_while_the_rollups_are_not_ready(db: Database) -> None:

@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from bson import ObjectId
@@ -32,7 +32,6 @@ from resolvers.metrics import (
 )
 from resolvers.pipeline import MetricsResult, combine_metrics, empty_metrics
 from resolvers.rollups.consumer import ConsumerStatus, RollupConsumer, stored_status
-from resolvers.rollups.contribution import FLAGS
 from resolvers.rollups.freshness import check_freshness, confirm, snapshot_reads
 from resolvers.rollups.ranges import (
     SERIES_TOPS,
@@ -41,7 +40,7 @@ from resolvers.rollups.ranges import (
     read_series_tallies,
 )
 from resolvers.rollups.read import read_rollup_metrics
-from resolvers.rollups.valuesets import range_values
+from resolvers.rollups.valuesets import keep_day
 from resolvers.rollups.warm import WarmOptions, warm_pass
 from resolvers.series import Tally, to_points
 from resolvers.timeranges import (
@@ -135,14 +134,8 @@ class RollupService:
         now = datetime.now(UTC)
         usable, _ = await self._snapshot(
             [ref],
-            lambda chosen, session: range_values(
-                db=self._db,
-                instance=instance,
-                flags=FLAGS,
-                start=day,
-                end=day + timedelta(days=1),
-                now=now,
-                session=session,
+            lambda chosen, session: keep_day(
+                db=self._db, instance=instance, day=day, now=now, session=session
             ),
         )
         return instance in usable

@@ -38,7 +38,15 @@ from resolvers.rollups.contribution import FLAGS, KINDS, Flag, Kind, contributio
 from resolvers.rollups.keys import Level, ceil_to, floor_to, to_millis, truncate_to_millis
 from resolvers.rollups.store import BUCKETS, VALUE_SETS, iter_raw
 
-__all__ = ["MAX_KEPT_BYTES", "ValueCover", "pack", "range_values", "unpack", "value_cover"]
+__all__ = [
+    "MAX_KEPT_BYTES",
+    "ValueCover",
+    "keep_day",
+    "pack",
+    "range_values",
+    "unpack",
+    "value_cover",
+]
 
 MAX_KEPT_BYTES = 8 << 20
 """A day or hour whose values take more than this (before compression) is read raw each
@@ -130,6 +138,56 @@ async def range_values(
     return found
 
 
+async def keep_day(
+    *,
+    db: Database,
+    instance: ObjectId,
+    day: datetime,
+    now: datetime,
+    session: AsyncClientSession | None = None,
+) -> int:
+    """Read one whole UTC day of ``instance`` raw, once, and keep the set of the day and of
+    each of its hours that has ended by ``now`` (the read-ahead of ``warm.py``: a range
+    reaching into the day then finds its hours too). Returns the sets kept."""
+    end = day + Level.DAY.width
+    span = [(day, end)]
+    versions = {
+        Level.DAY: await _versions(db, instance, Level.DAY, span, session),
+        Level.HOUR: await _versions(db, instance, Level.HOUR, span, session),
+    }
+    hours: dict[datetime, Values] = {}
+    found = iter_raw(
+        db=db, instance=instance, start=day, end=end, projection=_VALUE_FIELDS, session=session
+    )
+    async for doc in found:
+        part = contribution(doc)
+        if part is not None and part.timestamp is not None:
+            values = hours.setdefault(floor_to(part.timestamp, Level.HOUR), _no_values())
+            for kind, value in part.values:
+                values[part.flag][kind].add(value)
+    whole = _no_values()
+    for values in hours.values():
+        for flag in FLAGS:
+            for kind in KINDS:
+                whole[flag][kind] |= values[flag][kind]
+    kept = 0
+    for level, moment, values in [(Level.DAY, day, whole)] + [
+        (Level.HOUR, hour, values) for hour, values in sorted(hours.items())
+    ]:
+        version = versions[level].get(moment)
+        if version is None or moment + level.width > now or _size(values) > MAX_KEPT_BYTES:
+            continue  # no bucket or none with values yet, not ended, or too large
+        await db[VALUE_SETS].replace_one(
+            *_keep(instance, level, moment, version, values), upsert=True
+        )
+        kept += 1
+    return kept
+
+
+def _no_values() -> Values:
+    return {flag: {kind: set() for kind in KINDS} for flag in FLAGS}
+
+
 def _runs(starts: Sequence[datetime], level: Level) -> list[tuple[datetime, datetime]]:
     """Consecutive ``starts`` as spans ``[first, last + width)``: one range query each."""
     runs: list[tuple[datetime, datetime]] = []
@@ -181,7 +239,7 @@ async def _read(
     session: AsyncClientSession | None,
 ) -> Values:
     """The distinct values of the raw messages dated in ``[low, high)``, per flag."""
-    values: Values = {flag: {kind: set() for kind in KINDS} for flag in FLAGS}
+    values = _no_values()
     found = iter_raw(
         db=db, instance=instance, start=low, end=high, projection=_VALUE_FIELDS, session=session
     )
