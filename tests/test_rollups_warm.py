@@ -18,7 +18,7 @@ from resolvers.rollups.keys import Level, floor_to
 from resolvers.rollups.ranges import read_range_metrics
 from resolvers.rollups.service import RollupService
 from resolvers.rollups.store import VALUE_SETS
-from resolvers.rollups.warm import WarmOptions, days_to_read
+from resolvers.rollups.warm import WarmOptions, to_read
 from resolvers.timeranges import TimeRange
 from tests.factories import NOW, app_client, make_tenant, message
 from tests.reference import reference_metrics
@@ -57,17 +57,34 @@ async def test_the_days_to_read_are_those_with_values_not_kept_newest_first(
     db: Database, service: RollupService
 ) -> None:
     start = TODAY - timedelta(days=10)
-    assert await days_to_read(db=db, instance=A, start=start, end=TODAY) == _days(1, 2, 6)
+    assert await to_read(db=db, instance=A, level=Level.DAY, start=start, end=TODAY) == _days(
+        1, 2, 6
+    )
 
     assert await service.warm(now=NOW, options=EAGER) == 3
-    assert await days_to_read(db=db, instance=A, start=start, end=TODAY) == []
+    assert await to_read(db=db, instance=A, level=Level.DAY, start=start, end=TODAY) == []
     assert await service.warm(now=NOW, options=EAGER) == 0
 
     late = message(A, days_ago=6, chatId="late@s.whatsapp.net")
     await db.messages.insert_one(late)
     assert service.consumer is not None
     await settle(db, service.consumer)
-    assert await days_to_read(db=db, instance=A, start=start, end=TODAY) == _days(6)
+    assert await to_read(db=db, instance=A, level=Level.DAY, start=start, end=TODAY) == _days(6)
+
+
+async def test_the_hours_of_today_that_have_ended_are_read_ahead_too(
+    db: Database, service: RollupService
+) -> None:
+    await db.messages.insert_one(message(A, days_ago=2 / 24, chatId="today@s.whatsapp.net"))
+    assert service.consumer is not None
+    await settle(db, service.consumer)
+    hour = floor_to(NOW - timedelta(hours=2), Level.HOUR)
+    assert await to_read(db=db, instance=A, level=Level.HOUR, start=TODAY, end=NOW) == [hour]
+
+    assert await service.warm(now=NOW, options=EAGER) == 4  # three days, one hour
+    kept = {(doc["l"], doc["t"]) async for doc in db[VALUE_SETS].find({}, {"l": 1, "t": 1})}
+    assert ("h", hour) in kept and ("d", TODAY) not in kept
+    assert await to_read(db=db, instance=A, level=Level.HOUR, start=TODAY, end=NOW) == []
 
 
 async def test_a_range_over_days_read_ahead_reads_none_of_their_days_or_hours_raw(

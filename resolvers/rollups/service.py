@@ -32,7 +32,9 @@ from resolvers.metrics import (
 )
 from resolvers.pipeline import MetricsResult, combine_metrics, empty_metrics
 from resolvers.rollups.consumer import ConsumerStatus, RollupConsumer, stored_status
+from resolvers.rollups.contribution import FLAGS
 from resolvers.rollups.freshness import check_freshness, confirm, snapshot_reads
+from resolvers.rollups.keys import Level
 from resolvers.rollups.ranges import (
     SERIES_TOPS,
     read_instance_counts,
@@ -40,7 +42,7 @@ from resolvers.rollups.ranges import (
     read_series_tallies,
 )
 from resolvers.rollups.read import read_rollup_metrics
-from resolvers.rollups.valuesets import keep_day
+from resolvers.rollups.valuesets import keep_day, range_values
 from resolvers.rollups.warm import WarmOptions, warm_pass
 from resolvers.series import Tally, to_points
 from resolvers.timeranges import (
@@ -123,21 +125,34 @@ class RollupService:
         """One pass of reading recent days' value sets ahead (``warm.py``): the number of
         days read. Only while this process leads a consumer that is ready."""
         return await warm_pass(
-            db=self._db, now=now, options=options, read_day=self._read_day, leading=self._ready
+            db=self._db, now=now, options=options, read=self._read_ahead, leading=self._ready
         )
 
     def _ready(self) -> bool:
         return self.consumer is not None and self.consumer.status().phase == "ready"
 
-    async def _read_day(self, instance: ObjectId, day: datetime) -> bool:
+    async def _read_ahead(self, instance: ObjectId, level: Level, start: datetime) -> bool:
+        """Keep the value sets of a whole day (and its hours) or of one hour, in a snapshot
+        the state vouches for; False when it does not."""
         ref = InstanceRef(id=instance, name=str(instance), ignore_group_messages=False)
         now = datetime.now(UTC)
-        usable, _ = await self._snapshot(
-            [ref],
-            lambda chosen, session: keep_day(
-                db=self._db, instance=instance, day=day, now=now, session=session
-            ),
-        )
+
+        async def read(chosen: list[InstanceRef], session: Session) -> None:
+            if level is Level.DAY:
+                await keep_day(db=self._db, instance=instance, day=start, now=now, session=session)
+                return
+            end = start + level.width
+            await range_values(
+                db=self._db,
+                instance=instance,
+                flags=FLAGS,
+                start=start,
+                end=end,
+                now=now,
+                session=session,
+            )
+
+        usable, _ = await self._snapshot([ref], read)
         return instance in usable
 
     async def _keep_warm(self, options: WarmOptions) -> None:

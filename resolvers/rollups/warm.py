@@ -3,10 +3,10 @@
 The first range over a day reads its raw messages (``valuesets.py``): a dashboard's 30-day
 view of a busy instance waits for a month of them (22 s for 300,000 on SecantusDB), later
 views about 0.3 s. The process that holds the consumer lease reads the last ``days`` whole
-UTC days of every instance ahead, one day per snapshot (the same guarded read a request
-makes, so only rollups the state vouches for are kept), pausing so that reading takes at
-most ``duty`` of its time, and comes back every ``every`` seconds for the days that ended
-or changed since.
+UTC days of every instance ahead, with their hours, and the hours of today that have
+ended, one day or hour per snapshot (the same guarded read a request makes, so only
+rollups the state vouches for are kept), pausing so that reading takes at most ``duty`` of
+its time, and comes back every ``every`` seconds for what ended or changed since.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from resolvers.db import Database
 from resolvers.rollups.keys import Level, floor_to, truncate_to_millis
 from resolvers.rollups.store import BUCKETS, INSTANCES, VALUE_SETS
 
-__all__ = ["WarmOptions", "days_to_read", "warm_pass"]
+__all__ = ["Read", "WarmOptions", "to_read", "warm_pass"]
 
 _log = logging.getLogger(__name__)
 _DAY = timedelta(days=1)
@@ -40,17 +40,17 @@ class WarmOptions:
     """Share of the time a pass spends reading at most."""
 
 
-ReadDay = Callable[[ObjectId, datetime], Awaitable[bool]]
-"""Read one day of one instance through the guarded path; False: the rollups could not
-vouch for it (building, behind), so the pass stops."""
+Read = Callable[[ObjectId, Level, datetime], Awaitable[bool]]
+"""Read one day (with its hours) or one hour of one instance through the guarded path;
+False: the rollups could not vouch for it (building, behind), so the pass stops."""
 
 
-async def days_to_read(
-    *, db: Database, instance: ObjectId, start: datetime, end: datetime
+async def to_read(
+    *, db: Database, instance: ObjectId, level: Level, start: datetime, end: datetime
 ) -> list[datetime]:
-    """The whole days in ``[start, end)`` whose bucket holds values and has no kept set of
-    its current version, newest first."""
-    span = {"i": instance, "l": Level.DAY.value, "t": {"$gte": start, "$lt": end}}
+    """The buckets of ``level`` in ``[start, end)`` that hold values and have no kept set
+    of their current version, newest first."""
+    span = {"i": instance, "l": level.value, "t": {"$gte": start, "$lt": end}}
     versions = {
         truncate_to_millis(doc["t"]): doc.get("vv")
         async for doc in db[BUCKETS].find(span, {"_id": 0, "t": 1, "vv": 1})
@@ -59,8 +59,10 @@ async def days_to_read(
         truncate_to_millis(doc["t"]): doc.get("vv")
         async for doc in db[VALUE_SETS].find(span, {"_id": 0, "t": 1, "vv": 1})
     }
-    stale = [day for day, version in versions.items() if version is not None]
-    return sorted((day for day in stale if kept.get(day) != versions[day]), reverse=True)
+    stale = [moment for moment, version in versions.items() if version is not None]
+    return sorted(
+        (moment for moment in stale if kept.get(moment) != versions[moment]), reverse=True
+    )
 
 
 async def warm_pass(
@@ -68,25 +70,31 @@ async def warm_pass(
     db: Database,
     now: datetime,
     options: WarmOptions,
-    read_day: ReadDay,
+    read: Read,
     leading: Callable[[], bool],
 ) -> int:
-    """One pass over every instance with rollups; the number of days read."""
-    end = floor_to(now, Level.DAY)
-    start = end - options.days * _DAY
-    read = 0
+    """One pass over every instance with rollups: the whole days of the window, then the
+    hours of today that have ended. Returns the number of days and hours read."""
+    today = floor_to(now, Level.DAY)
+    done = 0
     # listed first: a cursor left open through the pauses would time out on a long pass
     instances = [doc["_id"] async for doc in db[INSTANCES].find({}, {"_id": 1})]
     for instance in instances:
-        for day in await days_to_read(db=db, instance=instance, start=start, end=end):
-            if not leading():
-                return read
-            began = time.monotonic()
-            if not await read_day(instance, day):
-                return read
-            read += 1
-            spent = time.monotonic() - began
-            await asyncio.sleep(spent * (1 - options.duty) / options.duty)
-    if read:
-        _log.info("rollups: read the values of %d recent days ahead of ranges", read)
-    return read
+        for level, start, end in (
+            (Level.DAY, today - options.days * _DAY, today),
+            (Level.HOUR, today, floor_to(now, Level.HOUR)),
+        ):
+            for moment in await to_read(
+                db=db, instance=instance, level=level, start=start, end=end
+            ):
+                if not leading():
+                    return done
+                began = time.monotonic()
+                if not await read(instance, level, moment):
+                    return done
+                done += 1
+                spent = time.monotonic() - began
+                await asyncio.sleep(spent * (1 - options.duty) / options.duty)
+    if done:
+        _log.info("rollups: read the values of %d recent days and hours ahead of ranges", done)
+    return done
