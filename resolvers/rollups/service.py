@@ -122,8 +122,9 @@ class RollupService:
             await self.consumer.stop()
 
     async def warm(self, *, now: datetime, options: WarmOptions) -> int:
-        """One pass of reading recent days' value sets ahead (``warm.py``): the number of
-        days read. Only while this process leads a consumer that is ready."""
+        """One pass of reading recent days' and today's hours' value sets ahead
+        (``warm.py``): the number of days and hours read. Only while this process leads a
+        consumer that is ready."""
         return await warm_pass(
             db=self._db, now=now, options=options, read=self._read_ahead, leading=self._ready
         )
