@@ -18,7 +18,8 @@ from resolvers.rollups.keys import Level, floor_to
 from resolvers.rollups.ranges import read_range_metrics
 from resolvers.rollups.service import RollupService
 from resolvers.rollups.store import VALUE_SETS
-from resolvers.rollups.warm import WarmOptions, to_read
+from resolvers.rollups.valuesets import stale
+from resolvers.rollups.warm import WarmOptions
 from resolvers.timeranges import TimeRange
 from tests.factories import NOW, app_client, make_tenant, message
 from tests.reference import reference_metrics
@@ -57,19 +58,17 @@ async def test_the_days_to_read_are_those_with_values_not_kept_newest_first(
     db: Database, service: RollupService
 ) -> None:
     start = TODAY - timedelta(days=10)
-    assert await to_read(db=db, instance=A, level=Level.DAY, start=start, end=TODAY) == _days(
-        1, 2, 6
-    )
+    assert await stale(db=db, instance=A, level=Level.DAY, start=start, end=TODAY) == _days(1, 2, 6)
 
     assert await service.warm(now=NOW, options=EAGER) == 3
-    assert await to_read(db=db, instance=A, level=Level.DAY, start=start, end=TODAY) == []
+    assert await stale(db=db, instance=A, level=Level.DAY, start=start, end=TODAY) == []
     assert await service.warm(now=NOW, options=EAGER) == 0
 
     late = message(A, days_ago=6, chatId="late@s.whatsapp.net")
     await db.messages.insert_one(late)
     assert service.consumer is not None
     await settle(db, service.consumer)
-    assert await to_read(db=db, instance=A, level=Level.DAY, start=start, end=TODAY) == _days(6)
+    assert await stale(db=db, instance=A, level=Level.DAY, start=start, end=TODAY) == _days(6)
 
 
 async def test_the_hours_of_today_that_have_ended_are_read_ahead_too(
@@ -79,12 +78,12 @@ async def test_the_hours_of_today_that_have_ended_are_read_ahead_too(
     assert service.consumer is not None
     await settle(db, service.consumer)
     hour = floor_to(NOW - timedelta(hours=2), Level.HOUR)
-    assert await to_read(db=db, instance=A, level=Level.HOUR, start=TODAY, end=NOW) == [hour]
+    assert await stale(db=db, instance=A, level=Level.HOUR, start=TODAY, end=NOW) == [hour]
 
     assert await service.warm(now=NOW, options=EAGER) == 4  # three days, one hour
     kept = {(doc["l"], doc["t"]) async for doc in db[VALUE_SETS].find({}, {"l": 1, "t": 1})}
     assert ("h", hour) in kept and ("d", TODAY) not in kept
-    assert await to_read(db=db, instance=A, level=Level.HOUR, start=TODAY, end=NOW) == []
+    assert await stale(db=db, instance=A, level=Level.HOUR, start=TODAY, end=NOW) == []
 
 
 async def test_a_range_over_days_read_ahead_reads_none_of_their_days_or_hours_raw(
@@ -134,9 +133,18 @@ async def test_the_service_reads_recent_days_ahead_by_itself(
     warming = settings.model_copy(update={"rollups_warm_days": 7})
     async with app_client(warming) as client:
         for _ in range(300):
-            kept = await db[VALUE_SETS].count_documents({"i": sales})
-            if kept == 2:
+            kept = {
+                (doc["l"], doc["t"])
+                async for doc in db[VALUE_SETS].find({"i": sales}, {"l": 1, "t": 1})
+            }
+            if len(kept) == 4:
                 break
             await asyncio.sleep(0.1)
         assert (await client.get("/health")).status_code == 200
-    assert kept == 2  # the two days of the last 7 with messages; not 40 days back
+    # the two days of the last 7 with messages and their hours; not 40 days back
+    expected = {
+        (level.value, floor_to(now - timedelta(days=d), level))
+        for d in (1, 3)
+        for level in (Level.DAY, Level.HOUR)
+    }
+    assert kept == expected

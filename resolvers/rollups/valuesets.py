@@ -44,6 +44,7 @@ __all__ = [
     "keep_day",
     "pack",
     "range_values",
+    "stale",
     "unpack",
     "value_cover",
 ]
@@ -208,12 +209,8 @@ async def _versions(
 ) -> dict[datetime, ObjectId | None]:
     """The values version of each bucket of ``level`` in ``runs`` (a missing bucket: no
     messages)."""
-    found: dict[datetime, ObjectId | None] = {}
-    for low, high in runs:
-        query = {"i": instance, "l": level.value, "t": {"$gte": low, "$lt": high}}
-        async for doc in db[BUCKETS].find(query, {"_id": 0, "t": 1, "vv": 1}, session=session):
-            found[truncate_to_millis(doc["t"])] = doc.get("vv")
-    return found
+    found = await _by_start(db[BUCKETS], instance, level, runs, {"vv": 1}, session)
+    return {start: doc.get("vv") for start, doc in found.items()}
 
 
 async def _stored(
@@ -223,12 +220,39 @@ async def _stored(
     runs: Iterable[tuple[datetime, datetime]],
     session: AsyncClientSession | None,
 ) -> dict[datetime, Mapping[str, Any]]:
+    return await _by_start(db[VALUE_SETS], instance, level, runs, {"vv": 1, "z": 1}, session)
+
+
+async def _by_start(
+    collection: Any,
+    instance: ObjectId,
+    level: Level,
+    runs: Iterable[tuple[datetime, datetime]],
+    fields: Mapping[str, int],
+    session: AsyncClientSession | None,
+) -> dict[datetime, Mapping[str, Any]]:
+    """The documents of ``instance`` and ``level`` starting in ``runs`` (one range query
+    each), by start."""
     found: dict[datetime, Mapping[str, Any]] = {}
+    projection = {"_id": 0, "t": 1, **fields}
     for low, high in runs:
         query = {"i": instance, "l": level.value, "t": {"$gte": low, "$lt": high}}
-        async for doc in db[VALUE_SETS].find(query, {"_id": 0}, session=session):
+        async for doc in collection.find(query, projection, session=session):
             found[truncate_to_millis(doc["t"])] = doc
     return found
+
+
+async def stale(
+    *, db: Database, instance: ObjectId, level: Level, start: datetime, end: datetime
+) -> list[datetime]:
+    """The buckets of ``level`` in ``[start, end)`` that hold values and have no kept set
+    of their current version, newest first (what ``warm.py`` reads ahead)."""
+    span = [(start, end)]
+    versions = await _versions(db, instance, level, span, None)
+    kept = await _by_start(db[VALUE_SETS], instance, level, span, {"vv": 1}, None)
+    held = {start: version for start, version in versions.items() if version is not None}
+    found = [start for start, version in held.items() if kept.get(start, {}).get("vv") != version]
+    return sorted(found, reverse=True)
 
 
 async def _read(

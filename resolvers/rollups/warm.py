@@ -21,10 +21,11 @@ from datetime import datetime, timedelta
 from bson import ObjectId
 
 from resolvers.db import Database
-from resolvers.rollups.keys import Level, floor_to, truncate_to_millis
-from resolvers.rollups.store import BUCKETS, INSTANCES, VALUE_SETS
+from resolvers.rollups.keys import Level, floor_to
+from resolvers.rollups.store import INSTANCES
+from resolvers.rollups.valuesets import stale
 
-__all__ = ["Read", "WarmOptions", "to_read", "warm_pass"]
+__all__ = ["Read", "WarmOptions", "warm_pass"]
 
 _log = logging.getLogger(__name__)
 _DAY = timedelta(days=1)
@@ -43,26 +44,6 @@ class WarmOptions:
 Read = Callable[[ObjectId, Level, datetime], Awaitable[bool]]
 """Read one day (with its hours) or one hour of one instance through the guarded path;
 False: the rollups could not vouch for it (building, behind), so the pass stops."""
-
-
-async def to_read(
-    *, db: Database, instance: ObjectId, level: Level, start: datetime, end: datetime
-) -> list[datetime]:
-    """The buckets of ``level`` in ``[start, end)`` that hold values and have no kept set
-    of their current version, newest first."""
-    span = {"i": instance, "l": level.value, "t": {"$gte": start, "$lt": end}}
-    versions = {
-        truncate_to_millis(doc["t"]): doc.get("vv")
-        async for doc in db[BUCKETS].find(span, {"_id": 0, "t": 1, "vv": 1})
-    }
-    kept = {
-        truncate_to_millis(doc["t"]): doc.get("vv")
-        async for doc in db[VALUE_SETS].find(span, {"_id": 0, "t": 1, "vv": 1})
-    }
-    stale = [moment for moment, version in versions.items() if version is not None]
-    return sorted(
-        (moment for moment in stale if kept.get(moment) != versions[moment]), reverse=True
-    )
 
 
 async def warm_pass(
@@ -84,9 +65,7 @@ async def warm_pass(
             (Level.DAY, today - options.days * _DAY, today),
             (Level.HOUR, today, floor_to(now, Level.HOUR)),
         ):
-            for moment in await to_read(
-                db=db, instance=instance, level=level, start=start, end=end
-            ):
+            for moment in await stale(db=db, instance=instance, level=level, start=start, end=end):
                 if not leading():
                     return done
                 began = time.monotonic()
