@@ -72,7 +72,10 @@ def message(instance_id: ObjectId, *, days_ago: float = 1.0, **fields: Any) -> d
 async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client on the whole app, inside its lifespan, with the clock frozen at NOW."""
     app = create_app(settings, clock=lambda: NOW)
-    async with LifespanManager(app) as manager:
+    # stopping waits for the database operation the consumer had under way (a rebuild's
+    # collection drops can take SecantusDB seconds on a loaded machine): more than the
+    # default 5 s once in a CI run
+    async with LifespanManager(app, shutdown_timeout=30) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client
