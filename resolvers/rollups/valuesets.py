@@ -129,11 +129,8 @@ async def range_values(
                 continue
             values = await _read(db, instance, moment, moment + level.width, session)
             _merge(found, values, flags)
-            if moment + level.width <= now and _size(values) <= MAX_KEPT_BYTES:
-                # kept at once: a range cut short by its deadline leaves what it read
-                await db[VALUE_SETS].replace_one(
-                    *_keep(instance, level, moment, versions[moment], values), upsert=True
-                )
+            # kept at once: a range cut short by its deadline leaves what it read
+            await _keep_if_ended(db, instance, level, moment, versions[moment], values, now)
     for low, high in cover.raw:
         _merge(found, await _read(db, instance, low, high, session), flags)
     return found
@@ -156,33 +153,32 @@ async def keep_day(
         Level.DAY: await _versions(db, instance, Level.DAY, span, session),
         Level.HOUR: await _versions(db, instance, Level.HOUR, span, session),
     }
-    hours: dict[datetime, Values] = {}
-    found = iter_raw(
-        db=db, instance=instance, start=day, end=end, projection=_VALUE_FIELDS, session=session
-    )
-    async for doc in found:
-        part = contribution(doc)
-        if part is not None and part.timestamp is not None:
-            values = hours.setdefault(floor_to(part.timestamp, Level.HOUR), _no_values())
-            for kind, value in part.values:
-                values[part.flag][kind].add(value)
-    whole = _no_values()
-    for values in hours.values():
-        for flag in FLAGS:
-            for kind in KINDS:
-                whole[flag][kind] |= values[flag][kind]
+    hours = await _read_hours(db, instance, day, end, session)
     kept = 0
-    for level, moment, values in [(Level.DAY, day, whole)] + [
+    for level, moment, values in [(Level.DAY, day, _union(hours.values()))] + [
         (Level.HOUR, hour, values) for hour, values in sorted(hours.items())
     ]:
         version = versions[level].get(moment)
-        if version is None or moment + level.width > now or _size(values) > MAX_KEPT_BYTES:
-            continue  # no bucket or none with values yet, not ended, or too large
-        await db[VALUE_SETS].replace_one(
-            *_keep(instance, level, moment, version, values), upsert=True
-        )
-        kept += 1
+        kept += await _keep_if_ended(db, instance, level, moment, version, values, now)
     return kept
+
+
+async def _keep_if_ended(
+    db: Database,
+    instance: ObjectId,
+    level: Level,
+    start: datetime,
+    version: ObjectId | None,
+    values: Values,
+    now: datetime,
+) -> bool:
+    """Keep ``values`` as the set of the bucket at ``start`` read at ``version``, unless
+    there is no such version (no bucket, or none with values yet), the bucket has not
+    ended by ``now``, or they are too large."""
+    if version is None or start + level.width > now or _size(values) > MAX_KEPT_BYTES:
+        return False
+    await db[VALUE_SETS].replace_one(*_keep(instance, level, start, version, values), upsert=True)
+    return True
 
 
 def _no_values() -> Values:
@@ -263,16 +259,37 @@ async def _read(
     session: AsyncClientSession | None,
 ) -> Values:
     """The distinct values of the raw messages dated in ``[low, high)``, per flag."""
-    values = _no_values()
+    return _union((await _read_hours(db, instance, low, high, session)).values())
+
+
+async def _read_hours(
+    db: Database,
+    instance: ObjectId,
+    low: datetime,
+    high: datetime,
+    session: AsyncClientSession | None,
+) -> dict[datetime, Values]:
+    """``_read`` per UTC hour (``iter_raw`` yields only dated messages of ``instance``)."""
+    hours: dict[datetime, Values] = {}
     found = iter_raw(
         db=db, instance=instance, start=low, end=high, projection=_VALUE_FIELDS, session=session
     )
     async for doc in found:
         part = contribution(doc)
-        if part is not None:
+        if part is not None and part.timestamp is not None:
+            values = hours.setdefault(floor_to(part.timestamp, Level.HOUR), _no_values())
             for kind, value in part.values:
                 values[part.flag][kind].add(value)
-    return values
+    return hours
+
+
+def _union(parts: Iterable[Values]) -> Values:
+    whole = _no_values()
+    for values in parts:
+        for flag in FLAGS:
+            for kind in KINDS:
+                whole[flag][kind] |= values[flag][kind]
+    return whole
 
 
 def _merge(found: dict[Kind, set[str]], values: Values, flags: tuple[Flag, ...]) -> None:
