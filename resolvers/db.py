@@ -8,12 +8,20 @@ from contextlib import contextmanager
 from typing import Any
 
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, PyMongoError, ServerSelectionTimeoutError
+from pymongo.results import UpdateResult
 
 from resolvers.errors import Unavailable
 
-__all__ = ["SOCKET_TIMEOUT_MS", "Database", "open_client", "translate_driver_errors"]
+__all__ = [
+    "SOCKET_TIMEOUT_MS",
+    "Database",
+    "open_client",
+    "translate_driver_errors",
+    "update_unrecorded",
+]
 
 Database = AsyncDatabase[dict[str, Any]]
 
@@ -42,6 +50,20 @@ def open_client(
         socketTimeoutMS=socket_timeout_ms,
         appname="message-metrics",
     )
+
+
+async def update_unrecorded(
+    collection: AsyncCollection[dict[str, Any]], query: dict[str, Any], update: dict[str, Any]
+) -> UpdateResult:
+    """Update the document ``query`` names (by ``_id``) as a multi-document update, which
+    is not a retryable write: for periodic writes whose own loop tries again.
+
+    SecantusDB keeps every retryable write's reply for 30 minutes, at most 10,000 of
+    them, and goes through them all on each retryable write; past 10,000 it sorts them
+    on each one. Measured on this machine: 0.7 ms a write with none kept, 1.2 ms with
+    9,000, 3.3-4.8 ms past 10,000. The consumer's idle refresh alone, 5 a second, would
+    keep 9,000, and every write of the gateway would pay for them."""
+    return await collection.update_many(query, update)
 
 
 @contextmanager

@@ -188,15 +188,18 @@ async def test_the_position_moves_with_each_full_batch_not_only_once_caught_up(
 
 class _Commands(monitoring.CommandListener):
     """Counts commands by name and collection (a ``getMore`` on ``messages`` is a poll
-    of the change stream)."""
+    of the change stream), and apart the retryable writes among them."""
 
     def __init__(self) -> None:
         self.counts: Counter[tuple[str, str]] = Counter()
+        self.retryable: Counter[tuple[str, str]] = Counter()
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        name = event.command_name
-        target = event.command.get("collection" if name == "getMore" else name)
+        name, command = event.command_name, event.command
+        target = command.get("collection" if name == "getMore" else name)
         self.counts[name, str(target)] += 1
+        if "txnNumber" in command and "autocommit" not in command:  # not in a transaction
+            self.retryable[name, str(target)] += 1
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -260,6 +263,21 @@ async def test_a_backed_off_consumer_still_tells_other_processes_its_position_on
         idle = await _sent_while_idle(commands, 2.0)
     assert idle["getMore", "messages"] < 50, idle  # at 10 ms a poll, about 170; now ~20
     assert idle["update", "rollup_state"] >= 6, idle  # every 0.2 s: about 10
+
+
+async def test_the_periodic_writes_are_not_retryable_writes(db: Database, mongodb_uri: str) -> None:
+    """SecantusDB keeps each retryable write for 30 minutes and goes through all it keeps
+    on every retryable write (sorting them past 10,000): the refresh 5 times a second
+    and the lease renewals must not add to them, or every write of the gateway pays."""
+    options = ConsumerOptions(idle_poll=0.01, refresh_every=0.1, renew_every=0.2)
+    async with _listened_consumer(db, mongodb_uri, options) as (_, commands):
+        before, recorded = commands.counts.copy(), commands.retryable.copy()
+        await asyncio.sleep(1.5)
+        idle, retryable = commands.counts - before, commands.retryable - recorded
+    assert idle["update", "rollup_state"] >= 5, idle  # every 0.1 s: about 15
+    assert idle["update", "rollup_lease"] >= 3, idle  # every 0.2 s: about 7
+    assert not retryable["update", "rollup_state"], retryable
+    assert not retryable["update", "rollup_lease"], retryable
 
 
 async def test_crash_between_apply_and_commit_loses_and_doubles_nothing(db: Database) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 
-from resolvers.db import Database
+from resolvers.db import Database, update_unrecorded
 
 __all__ = [
     "LEASE_COLLECTION",
@@ -60,8 +60,8 @@ async def take_lease(*, db: Database, holder: str, now: datetime, ttl: timedelta
 
 async def renew_lease(*, db: Database, holder: str, now: datetime, ttl: timedelta) -> bool:
     """Extend our lease; False when it is no longer ours."""
-    result = await db[LEASE_COLLECTION].update_one(
-        {"_id": _ID, "holder": holder}, _held_by(holder, until=now + ttl)
+    result = await update_unrecorded(
+        db[LEASE_COLLECTION], {"_id": _ID, "holder": holder}, _held_by(holder, until=now + ttl)
     )
     return result.matched_count == 1
 

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from bson import ObjectId, Timestamp
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from resolvers.db import Database
+from resolvers.db import Database, update_unrecorded
 from resolvers.rollups.contribution import dated, owner
 
 __all__ = [
@@ -256,7 +256,7 @@ async def refresh_applied(
     update: dict[str, Any] = {"$max": {"appliedAt": applied_at}}
     if token is not None:
         update["$set"] = {"token": token}
-    result = await db[STATE_COLLECTION].update_one({"_id": _ID, "holder": holder}, update)
+    result = await update_unrecorded(db[STATE_COLLECTION], {"_id": _ID, "holder": holder}, update)
     return result.matched_count == 1
 
 
