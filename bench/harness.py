@@ -340,6 +340,8 @@ class Writing:
 
     prep: Prepared
     svc: Service
+    writer: Database
+    """What the writes go through: a client with or without retryable writes."""
     pending: list[tuple[Timestamp, float]] = field(default_factory=list)
     """Writes not yet visible: (operationTime, acknowledged at), a heap."""
     ids: list[ObjectId] = field(default_factory=list)
@@ -351,13 +353,17 @@ class Writing:
         """Each rate in turn, stopping after one the consumer does not keep up with."""
         out: list[Writes] = []
         for rate in rates:
-            out.append(await self._hold(rate, seconds))
-            w = out[-1]
-            p99 = "-" if w.lag is None else f"{w.lag.p99 * 1000:,.0f} ms"
-            log(f"  {rate}/s: achieved {w.achieved:.0f}/s, lag p99 {p99}, late {w.unapplied}")
-            if not w.kept_up:
+            out.append(await self.hold(rate, seconds, log=log))
+            if not out[-1].kept_up:
                 break
         return out
+
+    async def hold(self, rate: int, seconds: float, *, log: Log) -> Writes:
+        w = await self._hold(rate, seconds)
+        p99 = "-" if w.lag is None else f"{w.lag.p99 * 1000:,.0f} ms"
+        how = "retryable" if w.retryable else "plain"
+        log(f"  {rate}/s {how}: achieved {w.achieved:.0f}/s, lag p99 {p99}, late {w.unapplied}")
+        return w
 
     async def _hold(self, rate: int, seconds: float) -> Writes:
         db = self.prep.db
@@ -373,7 +379,8 @@ class Writing:
         lag = summarize(lags) if lags else None
         unapplied = len(self.pending) if watched else 0
         read = summarize(reads) if reads else None
-        return Writes(rate, count, elapsed, lag, unapplied, read, wrong)
+        retryable = self.writer.client.options.retry_writes
+        return Writes(rate, count, elapsed, lag, unapplied, read, wrong, retryable)
 
     async def _writer(self, rate: int, seconds: float) -> tuple[int, float]:
         """Writes paced at ``rate`` for ``seconds``, each sent at its time whether or not
@@ -397,7 +404,7 @@ class Writing:
 
     async def _write(self, doc: dict[str, Any], *, update: bool, rng: random.Random) -> None:
         """One write on a session of its own (for its ``operationTime``)."""
-        db = self.prep.db
+        db = self.writer
         async with db.client.start_session(causal_consistency=False) as session:
             now = datetime.now(UTC)
             if update and self.ids:

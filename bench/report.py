@@ -12,6 +12,7 @@ __all__ = [
     "GRAPHQL",
     "HEALTH",
     "REST",
+    "WRITES_TARGET",
     "Build",
     "Check",
     "Load",
@@ -74,6 +75,8 @@ class Writes:
     unapplied: int
     reads: Summary | None
     wrong_reads: int
+    retryable: bool = False
+    """Sent as retryable writes (what drivers do by default), which SecantusDB records."""
 
     @property
     def achieved(self) -> float:
@@ -168,8 +171,9 @@ def _throughput(load: Load | None) -> Check:
 def _consumer(writes: Sequence[Writes]) -> Check:
     figure = "consumer: highest write rate kept up"
     target = f"≥ {WRITES_TARGET} writes/s, lag p99 ≤ {LAG_TARGET:g} s"
-    if not writes or all(w.lag is None for w in writes):
+    if all(w.lag is None for w in writes if not w.retryable):
         return Check(figure, "no lag measured (no consumer position)", target, None)
+    writes = [w for w in writes if not w.retryable]
     kept = [w for w in writes if w.kept_up]
     if not kept:
         return Check(figure, f"none (from {writes[0].rate}/s)", target, False)
@@ -243,12 +247,13 @@ def _load(load: Load) -> list[str]:
 
 def _writes(writes: Sequence[Writes]) -> list[str]:
     rows = [
-        f"{w.rate}|{w.achieved:.0f}|{w.writes}|{_ms(w.lag, 'p50')}|{_ms(w.lag, 'p99')}|"
+        f"{w.rate}|{'retryable' if w.retryable else 'plain'}|{w.seconds:.0f}|"
+        f"{w.achieved:.0f}|{w.writes}|{_ms(w.lag, 'p50')}|{_ms(w.lag, 'p99')}|"
         f"{_ms(w.lag, 'max')}|{w.unapplied}|{_ms(w.reads, 'p50')}|{_ms(w.reads, 'p95')}|"
         f"{w.wrong_reads}|{'yes' if w.kept_up else 'no'}"
         for w in writes
     ]
-    headers = "target/s|achieved/s|writes|lag p50 ms|lag p99 ms|lag max ms|not applied|"
+    headers = "target/s|sent as|s|achieved/s|writes|lag p50 ms|lag p99 ms|lag max ms|not applied|"
     return _table(headers + "read p50 ms|read p95 ms|wrong reads|kept up", rows)
 
 
@@ -270,7 +275,11 @@ _WRITES_NOTE = (
     "acknowledgement until `rollup_state.appliedAt` reaches its `operationTime` (what a "
     "request waits for before it reads the rollups; polled every 20 ms). Reads: one REST "
     "request about every second, checked against the inserts acknowledged around it. Kept "
-    "up: ≥ 90% of the rate achieved, everything applied, lag p99 ≤ 1 s, no wrong read."
+    "up: ≥ 90% of the rate achieved, everything applied, lag p99 ≤ 1 s, no wrong read. "
+    "The rates are sent as plain writes (about 1 ms each on SecantusDB, as the target "
+    "assumes); the last round as retryable writes, as drivers send them by default: "
+    "SecantusDB keeps each for 30 minutes and goes through all it keeps on every one, "
+    "sorting them past 10,000, when each write costs it 3-5 ms (about 50 s into 200/s)."
 )
 _EXTRA_NOTE = (
     "Issue 10's figures (series and ranges on the largest instance, p50 ≤ 10x health): "

@@ -19,7 +19,17 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from bench import harness
-from bench.report import FULL_SCAN, GRAPHQL, HEALTH, REST, Results, Size, headline, render
+from bench.report import (
+    FULL_SCAN,
+    GRAPHQL,
+    HEALTH,
+    REST,
+    WRITES_TARGET,
+    Results,
+    Size,
+    headline,
+    render,
+)
 from bench.report import size_label as label
 from bench.stats import summarize
 from graph.embedded import EmbeddedDatabase
@@ -63,6 +73,7 @@ _OPTIONS = (  # flag, type, default, help
     ("--load-seconds", float, 20.0, "throughput duration"),
     ("--rates", _rates, "100,200,400", "message writes/s, in turn"),
     ("--write-seconds", float, 20.0, "seconds per write rate"),
+    ("--retryable-seconds", float, 60.0, "then retryable writes at 200/s (0: none)"),
     ("--build-timeout", float, 3600.0, "seconds to wait for the rollups"),
     ("--output", Path, "bench/results/latest.md", "the report"),
 )
@@ -119,8 +130,13 @@ async def _size(args: Any, server: EmbeddedDatabase, client: Any, size: int, out
             load = {"messages": size, "clients": args.clients, "seconds": args.load_seconds}
             out["load"] = await harness.load(calls[REST], **load)
             log(f"{label(size)}: writes at {args.rates}/s")
-            writing = harness.Writing(prep=prep, svc=svc)
-            out["writes"] = await writing.rates(args.rates, seconds=args.write_seconds, log=log)
+            async with AsyncMongoClient[Any](server.uri, retryWrites=False) as plain:
+                writing = harness.Writing(prep=prep, svc=svc, writer=plain[prep.db.name])
+                found = await writing.rates(args.rates, seconds=args.write_seconds, log=log)
+            if args.retryable_seconds > 0:
+                writing.writer = prep.db  # the same counts of what was written so far
+                found.append(await writing.hold(WRITES_TARGET, args.retryable_seconds, log=log))
+            out["writes"] = found
     return Size(size, prep.seeding, build, {k: summarize(v) for k, v in samples.items()})
 
 
@@ -151,7 +167,8 @@ def _header(args: argparse.Namespace, server: str, started: datetime) -> list[tu
         f"sizes {', '.join(map(label, args.sizes))}; rounds ≤ {args.runs} (full scan "
         f"≤ {args.scan_runs}, up to {label(FULL_SCAN_MAX)}), at least {args.min_runs}, "
         f"~{args.budget:g} s each; {args.clients} clients for {args.load_seconds:g} s; "
-        f"writes {', '.join(map(str, args.rates))}/s for {args.write_seconds:g} s each; "
+        f"writes {', '.join(map(str, args.rates))}/s for {args.write_seconds:g} s each, "
+        f"then {WRITES_TARGET}/s retryable for {args.retryable_seconds:g} s; "
         f"service env {', '.join(f'{k}={v}' for k, v in harness.SERVICE_ENV.items())}"
     )
     minutes = (datetime.now(UTC) - started).total_seconds() / 60

@@ -36,10 +36,13 @@ def size(messages: int, *, rest: float, graphql: float, health: float = 0.002) -
     return Size(messages, "seeded in 1.0 s", Build("ready", 600.0, 210.0, 900.0), latency)
 
 
-def writes(rate: int, *, lag_p99: float, done: int | None = None, **kw: int) -> Writes:
+def writes(
+    rate: int, *, lag_p99: float, done: int | None = None, retryable: bool = False, **kw: int
+) -> Writes:
     lag = Summary(n=10, p50=lag_p99 / 2, p95=lag_p99, p99=lag_p99, max=lag_p99)
     count = rate * 20 if done is None else done
-    return Writes(rate, count, 20.0, lag, kw.get("unapplied", 0), flat(0.05), kw.get("wrong", 0))
+    unapplied, wrong = kw.get("unapplied", 0), kw.get("wrong", 0)
+    return Writes(rate, count, 20.0, lag, unapplied, flat(0.05), wrong, retryable)
 
 
 def full_run(base: Size | None = None) -> Results:
@@ -47,6 +50,7 @@ def full_run(base: Size | None = None) -> Results:
     sizes.append(size(1_000_000, rest=0.022, graphql=0.030))
     load = Load(1_000_000, 16, completed=700, errors=0, seconds=20.0, latency=flat(0.4))
     rates = [writes(100, lag_p99=0.5), writes(200, lag_p99=0.9), writes(400, lag_p99=2.0)]
+    rates.append(writes(200, lag_p99=9.0, done=2_000, retryable=True))  # not in the check
     return Results([("Date", "today")], sizes, load, rates)
 
 
@@ -147,7 +151,11 @@ def test_report_rows() -> None:
     assert "| 1M | seeded in 1.0 s | ready | 600 | 210 | 900 |" in text
     assert "| 10k | reused | absent |  |  |  |" in text
     assert "| 1M | 16 | 700 | 0 | 20.0 | 35.00 | 400 | 600 |" in text
-    assert "| 400 | 400 | 8000 | 1,000 | 2,000 | 2,000 | 0 | 50.0 | 75.0 | 0 | no |" in text
+    assert (
+        "| 400 | plain | 20 | 400 | 8000 | 1,000 | 2,000 | 2,000 | 0 | 50.0 | 75.0 | 0 | no |"
+        in text
+    )
+    assert "| 200 | retryable | 20 | 100 | 2000 | 4,500 | 9,000 | 9,000 | 0 |" in text
     assert "`bench.harness.extra_queries`" in text  # issue 10's figures: not there yet
 
 
