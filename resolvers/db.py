@@ -56,7 +56,8 @@ async def update_unrecorded(
     collection: AsyncCollection[dict[str, Any]], query: dict[str, Any], update: dict[str, Any]
 ) -> UpdateResult:
     """Update the document ``query`` names (by ``_id``) as a multi-document update, which
-    is not a retryable write: for periodic writes whose own loop tries again.
+    is not a retryable write (the driver never sends it twice): for periodic writes whose
+    own loop tries again.
 
     SecantusDB keeps every retryable write's reply for 30 minutes, at most 10,000 of
     them, and goes through them all on each retryable write; past 10,000 it sorts them
