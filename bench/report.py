@@ -270,10 +270,11 @@ _BUILD_NOTE = (
     "the database's RSS is sampled with each poll (one server holds every size)."
 )
 _WRITES_NOTE = (
-    "Writes paced at the target rate on one connection (alternately an insert and a status "
-    "update moving `updatedAt`, in an instance of their own). Lag: from a write's "
-    "acknowledgement until `rollup_state.appliedAt` reaches its `operationTime` (what a "
-    "request waits for before it reads the rollups; polled every 20 ms). Reads: one REST "
+    "Writes paced at the target rate from one client, up to 64 under way (alternately an "
+    "insert and a status update moving `updatedAt`, in an instance of their own). Lag: "
+    "from a write's acknowledgement until `rollup_state.appliedAt` reaches its "
+    "`operationTime` (what a request waits for before it reads the rollups; polled every "
+    "20 ms). Reads: one REST "
     "request about every second, checked against the inserts acknowledged around it. Kept "
     "up: ≥ 90% of the rate achieved, everything applied, lag p99 ≤ 1 s, no wrong read. "
     "The rates are sent as plain writes (about 1 ms each on SecantusDB, as the target "

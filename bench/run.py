@@ -73,7 +73,7 @@ _OPTIONS = (  # flag, type, default, help
     ("--load-seconds", float, 20.0, "throughput duration"),
     ("--rates", _rates, "100,200,400", "message writes/s, in turn"),
     ("--write-seconds", float, 20.0, "seconds per write rate"),
-    ("--retryable-seconds", float, 60.0, "then retryable writes at 200/s (0: none)"),
+    ("--retryable-seconds", float, 60.0, f"then retryable writes at {WRITES_TARGET}/s (0: none)"),
     ("--build-timeout", float, 3600.0, "seconds to wait for the rollups"),
     ("--output", Path, "bench/results/latest.md", "the report"),
 )
