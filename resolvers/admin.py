@@ -77,7 +77,10 @@ async def create_account(*, db: Database, name: str, now: datetime) -> Created:
         taken = await db.accounts.find_one({"name": name}, {"_id": 1})
     if taken is not None:
         raise BadUserInput(f'An account named "{name}" already exists (id {taken["_id"]}).')
-    return await insert_account(db=db, name=name, now=now)
+    try:
+        return await insert_account(db=db, name=name, now=now)
+    except DuplicateKeyError as exc:  # created meanwhile: the unique index on names
+        raise BadUserInput(f'An account named "{name}" already exists.') from exc
 
 
 async def insert_account(

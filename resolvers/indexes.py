@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+
 from pymongo import ASCENDING, IndexModel
+from pymongo.errors import OperationFailure
 
 from resolvers.db import Database, translate_driver_errors
 
 __all__ = ["ensure_indexes"]
 
+_log = logging.getLogger(__name__)
+_DUPLICATE_KEY = 11000
+
 _INDEXES = {
-    "accounts": [IndexModel([("tokenHash", ASCENDING)], name="tokenHash", unique=True)],
+    "accounts": [
+        IndexModel([("tokenHash", ASCENDING)], name="tokenHash", unique=True),
+        # operators pick accounts by name (``--account Acme``): two of one name would make
+        # that ambiguous, and a check before the insert alone lets two creates race
+        IndexModel([("name", ASCENDING)], name="name", unique=True),
+    ],
     "instances": [
         IndexModel([("tokenHash", ASCENDING)], name="tokenHash", unique=True),
         IndexModel(
@@ -39,7 +50,22 @@ _INDEXES = {
 
 
 async def ensure_indexes(db: Database) -> None:
-    """Create every index; existing ones with the same definition are left as they are."""
+    """Create every index; existing ones with the same definition are left as they are.
+    A unique index that documents already there break (two accounts of one name, from
+    before the index) is logged and left out; the others are still created."""
     with translate_driver_errors():
         for collection, models in _INDEXES.items():
-            await db[collection].create_indexes(models)
+            for model in models:
+                try:
+                    await db[collection].create_indexes([model])
+                except OperationFailure as exc:
+                    if exc.code != _DUPLICATE_KEY:
+                        raise
+                    name = model.document["name"]
+                    _log.error(
+                        "index %s.%s not created: documents already there break it (%s); "
+                        "rename or remove the duplicates, then restart",
+                        collection,
+                        name,
+                        exc.details.get("errmsg") if exc.details else exc,
+                    )
