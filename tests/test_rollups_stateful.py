@@ -1,6 +1,8 @@
 """A stateful test of the whole engine on a real server: random interleavings of writes,
 setting toggles, clock advances, consumer restarts and crashes, and queries; after
-every query the rollups answer exactly what the full scan answers, field by field."""
+every query the rollups answer exactly what the full scan answers, field by field.
+Queries go through the service, as requests do, so they also use and keep the
+consumer's kept reads (``cache.py``) between writes."""
 
 from __future__ import annotations
 
@@ -27,11 +29,9 @@ from hypothesis.stateful import (
 from resolvers import InstanceRef, ensure_indexes, fetch_metrics, open_client
 from resolvers.metrics import fetch_series
 from resolvers.pipeline import combine_metrics
-from resolvers.rollups import read_rollup_metrics
 from resolvers.rollups.consumer import ConsumerOptions, RollupConsumer
 from resolvers.rollups.freshness import check_freshness
-from resolvers.rollups.ranges import read_range_metrics, read_series_tallies
-from resolvers.series import Tally, to_points
+from resolvers.rollups.service import RollupService
 from resolvers.timeranges import Interval, TimeRange, series_bounds
 from tests.factories import NOW
 from tests.strategies import INSTANCE_IDS, as_contract
@@ -79,6 +79,7 @@ class RollupsMachine(RuleBasedStateMachine):
         self.ignore = dict.fromkeys(QUERIED, False)
         self.crashing = False
         self.consumer: RollupConsumer | None = None
+        self.service: RollupService | None = None
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -94,6 +95,7 @@ class RollupsMachine(RuleBasedStateMachine):
         )
         self.run(_started(consumer))
         self.consumer = consumer
+        self.service = RollupService(db=self.db, consumer=consumer)
         return consumer
 
     @initialize(target=stored, docs=st.lists(message_docs(_dates), max_size=12))
@@ -181,11 +183,12 @@ class RollupsMachine(RuleBasedStateMachine):
         """Metrics over a range, from the rollups, equal the full scan's."""
         span = TimeRange(low, low + length * _MS)
         refs = self._refs(picked)
-        self.run(settle(self.db, self._consumer()))
+        self._settle_usable(picked)
         scan = self.run(fetch_metrics(db=self.db, instances=refs, now=self.now, range=span))
-        found = self.run(read_range_metrics(db=self.db, instances=refs, now=self.now, range=span))
-        rollups = combine_metrics([found[ref.id] for ref in refs])
-        assert as_contract(rollups) == as_contract(scan), (picked, span, self.now)
+        found = self.run(
+            self._service().metrics_by_instance(instances=refs, now=self.now, range=span)
+        )
+        assert as_contract(combine_metrics(found)) == as_contract(scan), (picked, span, self.now)
 
     @rule(
         picked=st.lists(st.sampled_from(QUERIED), min_size=1, max_size=3, unique=True),
@@ -201,25 +204,26 @@ class RollupsMachine(RuleBasedStateMachine):
         span = TimeRange(low, low + _SERIES_SPANS[interval] * length // _MS * _MS)
         bounds = series_bounds(range=span, interval=interval, timezone=zone)
         refs = self._refs(picked)
-        self.run(settle(self.db, self._consumer()))
+        self._settle_usable(picked)
         scan = self.run(fetch_series(db=self.db, instances=refs, bounds=bounds))
-        tallies = [Tally() for _ in bounds]
-        if bounds:
-            cuts = [bounds[0][0], *(end for _, end in bounds)]
-            found = self.run(read_series_tallies(db=self.db, instances=refs, cuts=cuts))
-            for parts in found.values():
-                for tally, part in zip(tallies, parts, strict=True):
-                    tally.add(part)
-        assert to_points(bounds, tallies) == scan, (picked, zone, interval, span)
+        found = self.run(self._service().series(instances=refs, interval=interval, bounds=bounds))
+        assert found == scan, (picked, zone, interval, span)
 
     def _refs(self, picked: list[ObjectId]) -> list[InstanceRef]:
         return [
             InstanceRef(id=i, name=str(i), ignore_group_messages=self.ignore[i]) for i in picked
         ]
 
-    def _consumer(self) -> RollupConsumer:
+    def _service(self) -> RollupService:
+        assert self.service is not None
+        return self.service
+
+    def _settle_usable(self, asked: list[ObjectId]) -> None:
+        """Wait for the consumer, and check that the rollups (not the scan) will answer."""
         assert self.consumer is not None
-        return self.consumer
+        self.run(settle(self.db, self.consumer))
+        verdict = self.run(check_freshness(db=self.db, instances=asked, consumer=self.consumer))
+        assert verdict.usable == set(asked), verdict
 
     @invariant()
     def rollups_equal_the_full_scan(self) -> None:
@@ -230,16 +234,11 @@ class RollupsMachine(RuleBasedStateMachine):
     def _check(self, selections: list[list[ObjectId]]) -> None:
         if self.consumer is None:
             return  # before initialize
-        self.run(settle(self.db, self.consumer))
-        asked = selections[0]
-        verdict = self.run(check_freshness(db=self.db, instances=asked, consumer=self.consumer))
-        assert verdict.usable == set(asked), verdict
+        self._settle_usable(selections[0])
         for ids in selections:
-            refs = [
-                InstanceRef(id=i, name=str(i), ignore_group_messages=self.ignore[i]) for i in ids
-            ]
+            refs = self._refs(ids)
             scan = self.run(fetch_metrics(db=self.db, instances=refs, now=self.now))
-            rollups = self.run(read_rollup_metrics(db=self.db, instances=refs, now=self.now))
+            rollups = self.run(self._service().metrics(instances=refs, now=self.now))
             assert as_contract(rollups) == as_contract(scan), (ids, self.now)
 
     def teardown(self) -> None:

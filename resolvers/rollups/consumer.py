@@ -63,6 +63,7 @@ from resolvers.rollups.backfill import (
     read_next_step,
     route,
 )
+from resolvers.rollups.cache import ReadCache
 from resolvers.rollups.changes import Changes
 from resolvers.rollups.events import RebuildNeeded, decode_event
 from resolvers.rollups.lease import (
@@ -145,6 +146,9 @@ class ConsumerOptions:
     flush_part: int = 1_000
     retry_delay: float = 1.0
     """Seconds before starting over after a database error."""
+    cache_entries: int = 20_000
+    """Rollup documents and raw quarter hours this process keeps from requests' reads
+    while it leads and nothing changed them (``cache.py``); 0 = none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +269,9 @@ class RollupConsumer:
         self._fault_hook = fault_hook
         self._clock = clock or (lambda: datetime.now(UTC))
         self.position = AppliedPosition()
+        self.reads = ReadCache(self._options.cache_entries)
+        """Kept reads of the rollups; every write of ours to them goes through
+        ``self.reads.writing()``."""
         self._task: asyncio.Task[None] | None = None
         self._lease_lost = False
         self._failures = 0
@@ -301,6 +308,12 @@ class RollupConsumer:
     @property
     def task(self) -> asyncio.Task[None] | None:
         return self._task
+
+    def read_cache(self) -> ReadCache | None:
+        """The kept reads, while this process leads and its rollups are ready."""
+        if self._phase != "ready" or self._lease_lost:
+            return None
+        return self.reads
 
     def status(self) -> ConsumerStatus:
         building = self._phase == "building" and self._build is not None
@@ -347,6 +360,7 @@ class RollupConsumer:
             await asyncio.sleep(options.renew_every)
             return
         self._lease_lost = False
+        self.reads.forget()  # another process may have written while we did not lead
         await enable_pre_images(db=self._db)
         await ensure_undated_index(db=self._db)
         renewer = asyncio.create_task(self._renew())
@@ -402,7 +416,8 @@ class RollupConsumer:
             state = await read_state(db=self._db)
         assert state is not None
         if state.status == "building" and state.build == Build():
-            await drop_rollups(db=self._db)  # a build starts from nothing (also after a crash)
+            with self.reads.writing():  # a build starts from nothing (also after a crash)
+                await drop_rollups(db=self._db)
         elif state.status == "building" and state.flushing is not None:
             await self._start_instance_over(state.flushing)
             state = await read_state(db=self._db)
@@ -423,7 +438,8 @@ class RollupConsumer:
         """A process stopped while writing the reads of ``instance`` in parts: what it
         wrote is incomplete, so that instance is dropped and built again."""
         _log.warning("rollups: the build of %s stopped while written; it starts over", instance)
-        await drop_rollups(db=self._db, instances=[instance])
+        with self.reads.writing():
+            await drop_rollups(db=self._db, instances=[instance])
         async with self._fenced_transaction() as session:
             await restart_instance(db=self._db, instance=instance, session=session)
 
@@ -431,19 +447,20 @@ class RollupConsumer:
     async def _fenced_transaction(self) -> AsyncIterator[AsyncClientSession]:
         """A transaction that commits only while this process holds the lease."""
         self._check_lease()
-        async with (
-            self._writing,
-            self._db.client.start_session() as session,
-            await session.start_transaction(),
-        ):
-            await fence(
-                db=self._db,
-                holder=self.holder,
-                now=self._clock(),
-                ttl=self._options.lease_ttl,
-                session=session,
-            )
-            yield session
+        with self.reads.writing():  # outside the transaction: its commit is a write too
+            async with (
+                self._writing,
+                self._db.client.start_session() as session,
+                await session.start_transaction(),
+            ):
+                await fence(
+                    db=self._db,
+                    holder=self.holder,
+                    now=self._clock(),
+                    ttl=self._options.lease_ttl,
+                    session=session,
+                )
+                yield session
 
     # --- the stream ------------------------------------------------------------------
 
@@ -670,7 +687,8 @@ class _Follower:
         assert flush is not None
         consumer._check_lease()
         if flush.parts:
-            await apply_changes(db=consumer._db, changes=flush.parts.pop())
+            with consumer.reads.writing():
+                await apply_changes(db=consumer._db, changes=flush.parts.pop())
             return
         await consumer._commit(
             changes=self._deferred,

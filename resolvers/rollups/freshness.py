@@ -39,7 +39,7 @@ from resolvers.rollups.state import RollupState, read_state
 from resolvers.rollups.watermark import WatermarkFollower
 from resolvers.rollups.watermark_state import WatermarkState, read_watermark_state
 
-__all__ = ["Freshness", "check_freshness", "confirm", "snapshot_reads"]
+__all__ = ["Freshness", "check_freshness", "confirm", "confirm_state", "snapshot_reads"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +105,17 @@ async def confirm(
     read in ``session`` (the caller's transaction that also reads the rollups)."""
     if freshness.seq is not None:
         return await _confirm_watermark(db=db, freshness=freshness, session=session)
+    return (await confirm_state(db=db, freshness=freshness, session=session))[0]
+
+
+async def confirm_state(
+    *, db: Database, freshness: Freshness, session: AsyncClientSession | None = None
+) -> tuple[frozenset[ObjectId], RollupState | None]:
+    """``confirm`` by the change stream's state, with the state it read."""
     state = await read_state(db=db, session=session)
     if state is None or state.generation != freshness.generation:
-        return frozenset()
-    return state.ready_instances(freshness.usable)
+        return frozenset(), state
+    return state.ready_instances(freshness.usable), state
 
 
 async def _confirm_watermark(

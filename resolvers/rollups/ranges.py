@@ -42,10 +42,11 @@ from resolvers.pipeline import (
     empty_metrics,
     order_counts,
 )
+from resolvers.rollups.cache import current, kept_each
 from resolvers.rollups.contribution import FLAGS, Flag, contribution, dated, flag_of
 from resolvers.rollups.keys import EPOCH, Level, ceil_to, decode_key, floor_to, to_millis
-from resolvers.rollups.read import WINDOWS
-from resolvers.rollups.store import BUCKETS, INSTANCES, find_by_ids, read_raw
+from resolvers.rollups.read import WINDOWS, months_since, read_parts
+from resolvers.rollups.store import BUCKETS, instance_docs, read_raw_kept
 from resolvers.rollups.terms import (
     Footprint,
     Piece,
@@ -91,7 +92,6 @@ _RAW_FIELDS = {
     "media": 1,
 }
 _EXTREME_FIELDS = {"_id": 0, "instanceId": 1, "timestamp": 1, "isGroup": 1}
-_PARTS = {"_id": 0, "t": 1, "n": 1, "c.o.n": 1, "c.g.n": 1}
 
 
 def _flags(ref: InstanceRef) -> tuple[Flag, ...]:
@@ -144,7 +144,7 @@ async def _read_documents(
         docs = await _bucket_docs(db, instance.id, level, set(starts), flags, session)
         found.buckets.update((starts[start], doc) for start, doc in docs.items())
     for index, start, end in reads.raws:
-        found.raws[index] = await read_raw(
+        found.raws[index] = await read_raw_kept(
             db=db,
             instance=instance.id,
             start=_time(start),
@@ -163,8 +163,26 @@ async def _bucket_docs(
     flags: tuple[Flag, ...],
     session: AsyncClientSession | None,
 ) -> dict[int, Mapping[str, Any]]:
-    """The bucket documents of ``level`` starting at ``starts``: one range query when
-    they are at least half the buckets of their span, else ``$in`` batches."""
+    """The bucket documents of ``level`` starting at ``starts`` that exist (kept reads
+    first, with both flags' counts)."""
+    wanted = FLAGS if current() is not None else flags
+
+    async def load(missing: list[int]) -> dict[int, Mapping[str, Any]]:
+        return await _read_bucket_docs(db, instance, level, set(missing), wanted, session)
+
+    return await kept_each(starts, lambda start: ("counts", instance, level.value, start), load)
+
+
+async def _read_bucket_docs(
+    db: Database,
+    instance: ObjectId,
+    level: Level,
+    starts: set[int],
+    flags: tuple[Flag, ...],
+    session: AsyncClientSession | None,
+) -> dict[int, Mapping[str, Any]]:
+    """``_bucket_docs`` from the database: one range query when they are at least half
+    the buckets of their span, else ``$in`` batches."""
     ordered = sorted(starts)
     projection = {"_id": 0, "t": 1, **{f"c.{flag}": 1 for flag in flags}}
     queries: list[dict[str, Any]]
@@ -270,10 +288,7 @@ async def read_series_tallies(
     refs = distinct_instances(instances)
     found: dict[ObjectId, list[Tally]] = {}
     with translate_driver_errors():
-        docs = {
-            doc["_id"]: doc
-            async for doc in find_by_ids(db[INSTANCES], [ref.id for ref in refs], session=session)
-        }
+        docs = await instance_docs(db=db, ids=[ref.id for ref in refs], session=session)
         for ref in refs:
             reads = _within(plan, _held(docs.get(ref.id, {}), _flags(ref), _ALL_TIME))
             read = await _read_documents(db=db, instance=ref, reads=reads, session=session)
@@ -352,8 +367,7 @@ async def read_range_metrics(
     if not refs:
         return {}
     with translate_driver_errors():
-        found = find_by_ids(db[INSTANCES], [ref.id for ref in refs], session=session)
-        docs = {doc["_id"]: doc async for doc in found}
+        docs = await instance_docs(db=db, ids=[ref.id for ref in refs], session=session)
         return {
             ref.id: await _one_range(
                 db=db,
@@ -503,9 +517,11 @@ class _Extreme:
     session: AsyncClientSession | None
 
     async def within(self, low: datetime, high: datetime) -> datetime | None:
-        first_month = _time(_month_start(to_millis(low)))
-        query = {"i": self.instance, "l": "m", "t": {"$gte": first_month, "$lt": high}}
-        months = await self.db[BUCKETS].find(query, _PARTS, session=self.session).to_list()
+        first = _time(_month_start(to_millis(low)))
+        since = await months_since(
+            db=self.db, instance=self.instance, first=first, session=self.session
+        )
+        months = [doc for start, doc in since.items() if start < high]
         for month in sorted(months, key=lambda doc: doc["t"], reverse=not self.lowest):
             found = await self._in_bucket(month, Level.MONTH, low, high)
             if found is not None:
@@ -537,12 +553,14 @@ class _Extreme:
     async def _in_child(
         self, start: datetime, level: Level, low: datetime, high: datetime
     ) -> datetime | None:
-        query = {"i": self.instance, "l": level.value, "t": start}
-        doc = await self.db[BUCKETS].find_one(query, _PARTS, session=self.session)
+        found = await read_parts(
+            db=self.db, instance=self.instance, level=level, starts=[start], session=self.session
+        )
+        doc = found.get(start)
         return None if doc is None else await self._in_bucket(doc, level, low, high)
 
     async def _raw(self, low: datetime, high: datetime) -> datetime | None:
-        docs = await read_raw(
+        docs = await read_raw_kept(
             db=self.db,
             instance=self.instance,
             start=low,
@@ -577,8 +595,7 @@ async def read_instance_counts(
     """Each instance's message count and last dated message, from its rollup document."""
     refs = distinct_instances(instances)
     with translate_driver_errors():
-        found = find_by_ids(db[INSTANCES], [ref.id for ref in refs], session=session)
-        docs = {doc["_id"]: doc async for doc in found}
+        docs = await instance_docs(db=db, ids=[ref.id for ref in refs], session=session)
     counts = {}
     for ref in refs:
         doc, flags = docs.get(ref.id, {}), _flags(ref)

@@ -12,7 +12,7 @@ history. ``ignoreGroupMessages`` is applied here, by reading flag ``o`` only.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,11 +23,20 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from resolvers.db import Database, translate_driver_errors
 from resolvers.instances import InstanceRef
 from resolvers.pipeline import MetricsResult, empty_metrics, read_metrics
+from resolvers.rollups.cache import kept, kept_each
 from resolvers.rollups.contribution import FLAGS, Flag, flag_of
 from resolvers.rollups.keys import Level, decode_key, floor_to, part_index, truncate_to_millis
-from resolvers.rollups.store import BUCKETS, INSTANCES, find_by_ids, read_raw
+from resolvers.rollups.store import BUCKETS, instance_docs, read_raw_kept
 
-__all__ = ["WINDOWS", "Window", "count_since", "read_rollup_metrics", "window"]
+__all__ = [
+    "WINDOWS",
+    "Window",
+    "count_since",
+    "months_since",
+    "read_parts",
+    "read_rollup_metrics",
+    "window",
+]
 
 WINDOWS = {"messagesLast7Days": timedelta(days=7), "messagesLast30Days": timedelta(days=30)}
 
@@ -58,8 +67,7 @@ async def read_rollup_metrics(
         return empty_metrics()
     plans = {name: window(now - span) for name, span in WINDOWS.items()}
     with translate_driver_errors():
-        found = find_by_ids(db[INSTANCES], list(ignoring), session=session)
-        docs = {doc["_id"]: doc async for doc in found}
+        docs = await instance_docs(db=db, ids=list(ignoring), session=session)
         recent = {
             instance: await _recent(db=db, instance=instance, plans=plans, session=session)
             for instance in ignoring
@@ -167,12 +175,16 @@ async def _recent(
     session: AsyncClientSession | None,
 ) -> dict[str, Counter[Flag]]:
     """Messages per flag in each window; each finer bucket read only when needed."""
-    first_month = min(plan.month for plan in plans.values())
-    months = await _buckets(db, {"i": instance, "l": "m", "t": {"$gte": first_month}}, session)
+    first = min(plan.month for plan in plans.values())
+    months = await months_since(db=db, instance=instance, first=first, session=session)
     wanted = {p.day for p in plans.values() if _needs(p, p.day, months.get(p.month), Level.MONTH)}
-    days = await _needed(db, instance, Level.DAY, wanted, session)
+    days = await read_parts(
+        db=db, instance=instance, level=Level.DAY, starts=wanted, session=session
+    )
     wanted = {p.hour for p in plans.values() if _needs(p, p.hour, days.get(p.day), Level.DAY)}
-    hours = await _needed(db, instance, Level.HOUR, wanted, session)
+    hours = await read_parts(
+        db=db, instance=instance, level=Level.HOUR, starts=wanted, session=session
+    )
     counts: dict[str, Counter[Flag]] = {}
     for name, plan in plans.items():
         hour = hours.get(plan.hour)
@@ -199,17 +211,35 @@ def _needs(plan: Window, start: datetime, parent: Mapping[str, Any] | None, leve
     return plan.cutoff != start and _has_part(parent, start, level)
 
 
-async def _needed(
+async def months_since(
+    *, db: Database, instance: ObjectId, first: datetime, session: AsyncClientSession | None
+) -> dict[datetime, Mapping[str, Any]]:
+    """The month buckets of ``instance`` from ``first`` on, by start: their message
+    counts and their days' (``_FIELDS``)."""
+    return await kept(
+        ("months since", instance, first),
+        lambda: _buckets(db, {"i": instance, "l": "m", "t": {"$gte": first}}, session),
+    )
+
+
+async def read_parts(
+    *,
     db: Database,
     instance: ObjectId,
     level: Level,
-    starts: set[datetime],
+    starts: Collection[datetime],
     session: AsyncClientSession | None,
 ) -> dict[datetime, Mapping[str, Any]]:
+    """The buckets of ``level`` at ``starts`` that exist, by start: their message counts
+    and their finer buckets' (``_FIELDS``)."""
     if not starts:
         return {}
-    query = {"i": instance, "l": level.value, "t": {"$in": sorted(starts)}}
-    return await _buckets(db, query, session)
+
+    async def load(missing: list[datetime]) -> dict[datetime, Mapping[str, Any]]:
+        query = {"i": instance, "l": level.value, "t": {"$in": sorted(missing)}}
+        return await _buckets(db, query, session)
+
+    return await kept_each(starts, lambda start: ("parts", instance, level.value, start), load)
 
 
 async def _raw_counts(
@@ -224,7 +254,7 @@ async def _raw_counts(
     if plan.raw is None or not _has_part(hour, plan.quarter, Level.HOUR):
         return Counter()
     low, high = plan.raw
-    edge = await read_raw(db=db, instance=instance, start=low, end=high, session=session)
+    edge = await read_raw_kept(db=db, instance=instance, start=low, end=high, session=session)
     return Counter(flag_of(doc) for doc in edge)
 
 

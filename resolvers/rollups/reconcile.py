@@ -47,6 +47,7 @@ from pymongo.errors import OperationFailure
 from pymongo.read_concern import ReadConcern
 
 from resolvers.db import Database
+from resolvers.rollups.cache import ReadCache
 from resolvers.rollups.changes import VALUE_LEVELS, Changes
 from resolvers.rollups.contribution import FLAGS, Flag, dated, flag_of, owner
 from resolvers.rollups.events import RebuildNeeded, decode_event
@@ -161,9 +162,13 @@ class _StreamSnapshot:
 class ChangeStreamView:
     """The consumer writes beside the reconcile (see the module docstring)."""
 
-    def __init__(self, *, db: Database, max_events: int = 20_000) -> None:
+    def __init__(
+        self, *, db: Database, max_events: int = 20_000, reads: ReadCache | None = None
+    ) -> None:
         self._db = db
         self._max_events = max_events
+        self._reads = reads or ReadCache(0)
+        """The consumer's kept reads, which each repair forgets."""
 
     async def read(self, reader: Reader[_T]) -> tuple[_T, Snapshot] | None:
         async with (
@@ -222,17 +227,18 @@ class ChangeStreamView:
     async def write(
         self, snapshot: Snapshot, instance: ObjectId, ops: Mapping[str, list[Any]]
     ) -> bool:
-        async with (
-            self._db.client.start_session(causal_consistency=False) as session,
-            await session.start_transaction(),
-        ):
-            state = await read_state(db=self._db, session=session)
-            if not _same_rollups(state, snapshot.generation):
-                await session.abort_transaction()
-                return False
-            for name, operations in ops.items():
-                if operations:
-                    await self._db[name].bulk_write(operations, ordered=True, session=session)
+        with self._reads.writing():
+            async with (
+                self._db.client.start_session(causal_consistency=False) as session,
+                await session.start_transaction(),
+            ):
+                state = await read_state(db=self._db, session=session)
+                if not _same_rollups(state, snapshot.generation):
+                    await session.abort_transaction()
+                    return False
+                for name, operations in ops.items():
+                    if operations:
+                        await self._db[name].bulk_write(operations, ordered=True, session=session)
         return True
 
 

@@ -31,9 +31,16 @@ from resolvers.metrics import (
     scan_series,
 )
 from resolvers.pipeline import MetricsResult, combine_metrics, empty_metrics
+from resolvers.rollups.cache import CacheView, reading
 from resolvers.rollups.consumer import ConsumerStatus, RollupConsumer, stored_status
 from resolvers.rollups.contribution import FLAGS
-from resolvers.rollups.freshness import check_freshness, confirm, snapshot_reads
+from resolvers.rollups.freshness import (
+    Freshness,
+    check_freshness,
+    confirm,
+    confirm_state,
+    snapshot_reads,
+)
 from resolvers.rollups.keys import Level
 from resolvers.rollups.ranges import (
     SERIES_TOPS,
@@ -319,6 +326,8 @@ class RollupService:
         chosen = [ref for ref in instances if ref.id in freshness.usable]
         if not chosen:
             return frozenset(), None
+        cache = self.consumer.read_cache()
+        mark = None if cache is None else cache.mark()
         # One snapshot for every rollup document and the state that vouches for them:
         # no consumer commit or rebuild can fall between two of the reads. In a snapshot
         # the state is checked first, so a read that keeps value sets (valuesets.py) keeps
@@ -329,15 +338,29 @@ class RollupService:
                 await snapshot_reads(session, freshness),  # none without transactions
             ):
                 if freshness.snapshot:
-                    still = await confirm(db=self._db, freshness=freshness, session=session)
+                    still, view = await self._confirm(freshness, session, mark)
                     if not freshness.usable <= still:
                         return frozenset(), None
-                    return freshness.usable, await read(chosen, session)
+                    with reading(view):
+                        return freshness.usable, await read(chosen, session)
                 result = await read(chosen, session)
                 still = await confirm(db=self._db, freshness=freshness, session=session)
         if not freshness.usable <= still:
             return frozenset(), None
         return freshness.usable, result
+
+    async def _confirm(
+        self, freshness: Freshness, session: Session, mark: int | None
+    ) -> tuple[frozenset[ObjectId], CacheView | None]:
+        """``confirm`` in the snapshot (its first read), and the kept reads the request
+        may use: while this process leads, the state is the one its consumer last wrote,
+        and no write of it began since ``mark`` (``cache.py``)."""
+        assert self.consumer is not None
+        still, state = await confirm_state(db=self._db, freshness=freshness, session=session)
+        cache = self.consumer.read_cache()
+        if cache is None or state is None or state.status != "ready":
+            return still, None
+        return still, (cache.view(mark) if state.holder == self.consumer.holder else None)
 
     async def health(self) -> RollupHealth:
         if self.consumer is None:

@@ -26,6 +26,7 @@ from bson import ObjectId
 from pymongo.errors import OperationFailure, PyMongoError
 
 from resolvers.db import Database
+from resolvers.rollups.cache import ReadCache
 from resolvers.rollups.consumer import (
     ConsumerOptions,
     ConsumerStatus,
@@ -170,6 +171,9 @@ class RollupSource(RollupConsumer):
             )
         return super().status()
 
+    def read_cache(self) -> ReadCache | None:
+        return super().read_cache() if self.mode == "change-stream" else None
+
     async def stop(self, *, release: bool = True) -> None:
         await super().stop(release=release)
         self.watermark.stopped()
@@ -201,7 +205,7 @@ class RollupSource(RollupConsumer):
                 db=self._database, follower=self.watermark
             )
         else:
-            view = ChangeStreamView(db=self._database)
+            view = ChangeStreamView(db=self._database, reads=self.reads)
         _log.info("rollups reconcile: started (%s)", "asked" if self._wanted else "periodic")
         return ReconcilePass(db=self._database, view=view, instances=instances)
 

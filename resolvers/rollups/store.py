@@ -33,6 +33,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from resolvers.db import Database
 from resolvers.indexes import ensure_indexes
+from resolvers.rollups.cache import current, kept, kept_each
 from resolvers.rollups.changes import Changes, next_extreme
 from resolvers.rollups.contribution import FLAGS, Flag, Kind, dated, flag_of, owner
 from resolvers.rollups.keys import Level, ceil_to, floor_to, part_index, truncate_to_millis
@@ -47,9 +48,11 @@ __all__ = [
     "apply_changes",
     "drop_rollups",
     "find_by_ids",
+    "instance_docs",
     "iter_dated",
     "iter_raw",
     "read_raw",
+    "read_raw_kept",
     "value_id",
 ]
 
@@ -160,6 +163,18 @@ async def _read_values(
     async for doc in find_by_ids(db[VALUES], ids, {"o": 1, "g": 1}, session=session):
         found[doc["_id"]] = doc
     return found
+
+
+async def instance_docs(
+    *, db: Database, ids: Sequence[ObjectId], session: AsyncClientSession | None = None
+) -> dict[ObjectId, dict[str, Any]]:
+    """The ``rollup_instances`` documents of ``ids`` that exist (kept reads first)."""
+
+    async def load(missing: list[ObjectId]) -> dict[ObjectId, dict[str, Any]]:
+        found = find_by_ids(db[INSTANCES], missing, session=session)
+        return {doc["_id"]: doc async for doc in found}
+
+    return await kept_each(ids, lambda instance: ("instance", instance), load)
 
 
 async def find_by_ids(
@@ -473,6 +488,39 @@ async def _raw_extreme(
 
 
 _EDGE_FIELDS = {"_id": 0, "instanceId": 1, "isGroup": 1, "timestamp": 1}
+
+
+async def read_raw_kept(
+    *,
+    db: Database,
+    instance: ObjectId,
+    start: datetime,
+    end: datetime,
+    projection: Mapping[str, Any] = _EDGE_FIELDS,
+    session: AsyncClientSession | None = None,
+) -> list[dict[str, Any]]:
+    """``read_raw``; with kept reads (``cache.py``) and ``[start, end)`` inside one
+    quarter hour, the whole quarter is read and kept, and its messages in the interval
+    returned."""
+    quarter = floor_to(start, Level.QUARTER)
+    after = quarter + Level.QUARTER.width
+    if current() is None or end > after:
+        return await read_raw(
+            db=db, instance=instance, start=start, end=end, projection=projection, session=session
+        )
+
+    async def load() -> list[dict[str, Any]]:
+        return await read_raw(
+            db=db,
+            instance=instance,
+            start=quarter,
+            end=after,
+            projection=projection,
+            session=session,
+        )
+
+    docs = await kept(("raw", instance, quarter, tuple(sorted(projection))), load)
+    return [doc for doc in docs if (moment := dated(doc)) is not None and start <= moment < end]
 
 
 async def read_raw(

@@ -1,0 +1,170 @@
+"""What the process applying the change stream keeps of the rollups it has read.
+
+That process (the lease holder) is the only one that writes the rollups, so it knows
+when they change: each of its writes to them goes through ``ReadCache.writing``, which
+forgets everything kept and starts a new *epoch*. A request takes the epoch before its
+snapshot's first read (``mark``) and, if no write has begun by the time that read is
+done (``view``), its snapshot holds the same rollups as the epoch: it may use what was
+kept in the epoch and keep what it reads, for as long as the epoch lasts. So a kept
+document is the one the request's own snapshot would have returned, and an answer is
+the same with or without the cache; once a write begins, the rest of the request reads
+the database.
+
+Raw messages of a quarter hour (the 7- and 30-day edges, a range's ends) are kept too.
+The gateway writes them, not this process, but every write reaches the rollups through
+a commit of this process, which forgets them, before a request that must see the write
+(it was acknowledged before the request began) stops waiting for the consumer
+(``freshness.py``) and takes its mark.
+
+Only the lease holder, while its rollups are ready, in change-stream mode, keeps
+anything: other processes, a build, and the watermark read the database every time.
+``CacheView`` is handed to the reads through a context variable (``reading``), so the
+readers' signatures stay those of a plain database read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+__all__ = ["CacheView", "ReadCache", "current", "kept", "kept_each", "reading"]
+
+_T = TypeVar("_T")
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+class ReadCache:
+    """Up to ``limit`` kept reads (0: none), least recently used forgotten first."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
+        self._epoch = 0
+        self._writing = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Around every write of this process to the rollups (commit included)."""
+        self._writing += 1
+        self.forget()
+        try:
+            yield
+        finally:
+            self._writing -= 1
+            self.forget()
+
+    def forget(self) -> None:
+        self._epoch += 1
+        self._entries.clear()
+
+    def mark(self) -> int | None:
+        """The epoch a request starts in (before its first read); None while a write is
+        under way, or when the cache is off."""
+        return None if self._writing or self.limit <= 0 else self._epoch
+
+    def view(self, mark: int | None) -> CacheView | None:
+        """After the snapshot's first read: a view for the request, or None when a write
+        began since ``mark``."""
+        return None if mark is None or mark != self._epoch else CacheView(self, mark)
+
+    def _get(self, key: Hashable) -> tuple[bool, Any]:
+        if key not in self._entries:
+            return False, None
+        self._entries.move_to_end(key)
+        return True, self._entries[key]
+
+    def _put(self, key: Hashable, value: Any) -> None:
+        self._entries[key] = value
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.limit:
+            self._entries.popitem(last=False)
+
+
+class CacheView:
+    """One request's use of the cache: valid while the epoch it marked lasts."""
+
+    def __init__(self, cache: ReadCache, mark: int) -> None:
+        self._cache, self._mark = cache, mark
+
+    @property
+    def valid(self) -> bool:
+        return self._cache._epoch == self._mark
+
+    def get(self, key: Hashable) -> tuple[bool, Any]:
+        """(True, value) when ``key`` was kept in this epoch, else (False, None)."""
+        return self._cache._get(key) if self.valid else (False, None)
+
+    def take(self, keys: Mapping[_T, Hashable]) -> tuple[dict[_T, Any], list[_T]]:
+        """The kept values of ``keys`` (by their names) and the names not kept."""
+        found: dict[_T, Any] = {}
+        missing: list[_T] = []
+        for name, key in keys.items():
+            hit, value = self.get(key)
+            if hit:
+                found[name] = value
+            else:
+                missing.append(name)
+        return found, missing
+
+    def put(self, key: Hashable, value: Any) -> None:
+        """Keep ``value``, read in this request's snapshot, if the epoch still lasts."""
+        if self.valid:
+            self._cache._put(key, value)
+
+
+_current: ContextVar[CacheView | None] = ContextVar("rollup_reads", default=None)
+
+
+def current() -> CacheView | None:
+    """The view of the request being served, if it may use the cache."""
+    return _current.get()
+
+
+@contextlib.contextmanager
+def reading(view: CacheView | None) -> Iterator[None]:
+    """Serve the reads inside with ``view`` (None: read the database)."""
+    token = _current.set(view)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+async def kept(key: Hashable, load: Callable[[], Awaitable[_T]]) -> _T:
+    """``load()``, or what it returned earlier in this epoch."""
+    view = current()
+    if view is None:
+        return await load()
+    hit, value = view.get(key)
+    if hit:
+        return value  # type: ignore[no-any-return]
+    value = await load()
+    view.put(key, value)
+    return value
+
+
+async def kept_each(
+    names: Iterable[_K],
+    key: Callable[[_K], Hashable],
+    load: Callable[[list[_K]], Awaitable[Mapping[_K, _V]]],
+) -> dict[_K, _V]:
+    """``load(names)`` (what it leaves out does not exist), loading only the names not
+    kept in this epoch; that a name does not exist is kept too."""
+    wanted = list(names)
+    view = current()
+    if view is None:
+        return dict(await load(wanted))
+    found, missing = view.take({name: key(name) for name in wanted})
+    if missing:
+        loaded = await load(missing)
+        for name in missing:
+            found[name] = loaded.get(name)
+            view.put(key(name), found[name])
+    return {name: value for name, value in found.items() if value is not None}

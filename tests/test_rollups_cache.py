@@ -1,0 +1,230 @@
+"""The consumer's kept reads: a repeated request reads only the state, and every answer
+is the one the database would give, whatever was written between two requests."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient, monitoring
+
+from resolvers import Database, InstanceRef
+from resolvers.rollups.cache import ReadCache
+from resolvers.rollups.consumer import ConsumerOptions, RollupConsumer
+from resolvers.rollups.service import RollupService
+from resolvers.timeranges import Interval, TimeRange, series_bounds
+from tests.factories import NOW, Tenant, make_tenant, message
+from tests.test_rollups_consumer import settle
+
+# the 7- and 30-day cutoffs fall inside a quarter hour, whose messages are read raw
+LATER = NOW + timedelta(minutes=5)
+SPAN = TimeRange(NOW - timedelta(days=9, hours=7, minutes=3), NOW + timedelta(hours=1))
+
+
+# --- the cache alone ------------------------------------------------------------------
+
+
+def test_a_view_serves_what_was_kept_in_its_epoch() -> None:
+    cache = ReadCache(10)
+    view = cache.view(cache.mark())
+    assert view is not None
+    assert view.get("a") == (False, None)
+    view.put("a", 1)
+    view.put("b", None)  # that something does not exist is kept too
+    again = cache.view(cache.mark())
+    assert again is not None
+    assert again.get("a") == (True, 1)
+    assert again.take({"x": "a", "y": "b", "z": "c"}) == ({"x": 1, "y": None}, ["z"])
+
+
+def test_a_write_forgets_everything_and_ends_the_views_of_its_epoch() -> None:
+    cache = ReadCache(10)
+    mark = cache.mark()
+    view = cache.view(mark)
+    assert view is not None
+    view.put("a", 1)
+    with cache.writing():
+        assert cache.mark() is None  # no request starts an epoch while a write is under way
+        assert view.get("a") == (False, None)
+        view.put("b", 2)
+    view.put("c", 3)
+    assert len(cache) == 0
+    assert cache.view(mark) is None  # a request whose snapshot may hold the write
+    fresh = cache.view(cache.mark())
+    assert fresh is not None and fresh.get("a") == (False, None)
+
+
+def test_the_least_recently_used_are_forgotten_past_the_limit() -> None:
+    cache = ReadCache(2)
+    view = cache.view(cache.mark())
+    assert view is not None
+    view.put("a", 1)
+    view.put("b", 2)
+    view.get("a")
+    view.put("c", 3)
+    assert len(cache) == 2
+    assert [view.get(key)[0] for key in "abc"] == [True, False, True]
+
+
+def test_a_cache_of_no_entries_is_off() -> None:
+    cache = ReadCache(0)
+    assert cache.view(cache.mark()) is None
+
+
+# --- in the service ---------------------------------------------------------------------
+
+
+class _Finds(monitoring.CommandListener):
+    """Queries sent, by collection."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "find":
+            self.counts[str(event.command["find"])] += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.fixture
+async def tenant(db: Database) -> Tenant:
+    tenant = await make_tenant(db, instances={"sales": False, "support": True})
+    sales, support = tenant.instance_ids["sales"], tenant.instance_ids["support"]
+    docs = [
+        message(sales, days_ago=days, chatId=f"c{k}", status=status)
+        for k, (days, status) in enumerate(
+            [(0.1, "sent"), (2, "read"), (6.999, "sent"), (7.001, "read"), (29.999, "sent")]
+        )
+    ]
+    docs += [
+        message(support, days_ago=6.998, isGroup=True, chatId="g@g.us", sender="p@s"),
+        message(support, days_ago=7.002),
+        message(support, days_ago=30.001, type="image", media={"type": "image"}),
+    ]
+    await db.messages.insert_many(docs)
+    return tenant
+
+
+@contextlib.asynccontextmanager
+async def _served(
+    db: Database, uri: str, options: ConsumerOptions
+) -> AsyncIterator[tuple[RollupService, RollupConsumer, _Finds]]:
+    """A service whose consumer leads, on a client whose reads are counted, settled."""
+    finds = _Finds()
+    client: AsyncMongoClient[dict[str, Any]]
+    client = AsyncMongoClient(uri, tz_aware=True, event_listeners=[finds])
+    async with client:
+        consumer = RollupConsumer(db=client[db.name], holder="kept", options=options)
+        consumer.start()
+        try:
+            await settle(db, consumer)
+            yield RollupService(db=client[db.name], consumer=consumer, wait_s=10), consumer, finds
+        finally:
+            await consumer.stop()
+
+
+def _refs(tenant: Tenant) -> list[InstanceRef]:
+    ids = tenant.instance_ids
+    return [
+        InstanceRef(id=ids["sales"], name="sales", ignore_group_messages=False),
+        InstanceRef(id=ids["support"], name="support", ignore_group_messages=True),
+    ]
+
+
+async def _everything(service: RollupService, refs: list[InstanceRef]) -> Any:
+    kolkata = series_bounds(range=SPAN, interval=Interval.DAY, timezone="Asia/Kolkata")
+    hours = series_bounds(range=SPAN, interval=Interval.HOUR, timezone="Asia/Kathmandu")
+    return (
+        await service.metrics(instances=refs, now=LATER),
+        await service.metrics_by_instance(instances=refs, now=LATER),
+        await service.metrics(instances=refs, now=LATER, range=SPAN, unique=False),
+        await service.series(instances=refs, interval=Interval.DAY, bounds=kolkata),
+        await service.series(instances=refs, interval=Interval.HOUR, bounds=hours),
+        await service.summaries(instances=refs),
+    )
+
+
+_ROLLUP_READS = ("rollup_instances", "rollup_buckets", "messages")
+
+
+async def test_a_repeated_request_reads_only_the_state(
+    db: Database, mongodb_uri: str, tenant: Tenant
+) -> None:
+    refs = _refs(tenant)
+    scanner = RollupService(db=db, consumer=None)
+    async with _served(db, mongodb_uri, ConsumerOptions(idle_poll=0.01)) as (service, _, finds):
+        first = await _everything(service, refs)
+        read_first = {name: finds.counts[name] for name in _ROLLUP_READS}
+        again = await _everything(service, refs)
+        read_again = {name: finds.counts[name] - read_first[name] for name in _ROLLUP_READS}
+    assert first == again == await _everything(scanner, refs)
+    assert read_first["rollup_buckets"] > 0 and read_first["messages"] > 0
+    assert read_again == dict.fromkeys(_ROLLUP_READS, 0)
+
+
+async def test_each_write_after_a_kept_read_is_in_the_next_answer(
+    db: Database, mongodb_uri: str, tenant: Tenant
+) -> None:
+    """Every kind of change that reaches a kept document or quarter, each followed at
+    once (no settling: the request waits for its own cluster time) by a request."""
+    refs = _refs(tenant)
+    sales = refs[0].id
+    scanner = RollupService(db=db, consumer=None)
+    edge = NOW - timedelta(days=7)
+    changes = [
+        lambda: db.messages.insert_one(message(sales, timestamp=edge + timedelta(minutes=7))),
+        lambda: db.messages.update_many({"instanceId": sales}, {"$set": {"status": "played"}}),
+        # within the cutoff's quarter hour, across the cutoff: no bucket count changes
+        lambda: db.messages.update_one(
+            {"timestamp": edge + timedelta(minutes=7)},
+            {"$set": {"timestamp": edge + timedelta(minutes=2)}},
+        ),
+        lambda: db.messages.update_one({"chatId": "c0"}, {"$set": {"isGroup": True}}),
+        lambda: db.messages.delete_one({"chatId": "c2"}),
+        lambda: db.messages.insert_one(message(sales, days_ago=8.5, chatId="new")),
+    ]
+    async with _served(db, mongodb_uri, ConsumerOptions(idle_poll=0.01)) as (service, *_):
+        await _everything(service, refs)
+        for step, change in enumerate(changes):
+            await change()
+            answers = await _everything(service, refs)
+            assert answers == await _everything(scanner, refs), step
+
+
+async def test_rollups_another_process_wrote_are_read_from_the_database(
+    db: Database, mongodb_uri: str, tenant: Tenant
+) -> None:
+    """Only this process's writes reach the rollups while it leads; should another have
+    written meanwhile (a lease taken over while this process stalled), the state names
+    another holder and nothing kept is used."""
+    refs = _refs(tenant)
+    quiet = ConsumerOptions(idle_poll=0.01, refresh_every=3600)  # never notices by refreshing
+    async with _served(db, mongodb_uri, quiet) as (service, consumer, _):
+        kept = await service.metrics(instances=refs[:1], now=LATER)
+        await db.rollup_state.update_one({"_id": "consumer"}, {"$set": {"holder": "another"}})
+        await db.rollup_instances.update_one({"_id": refs[0].id}, {"$inc": {"c.o.n": 1000}})
+        assert consumer.status().phase == "ready"
+        found = await service.metrics(instances=refs[:1], now=LATER)
+    assert found.total_messages == kept.total_messages + 1000
+
+
+async def test_the_cache_holds_at_most_its_limit_and_stays_exact(
+    db: Database, mongodb_uri: str, tenant: Tenant
+) -> None:
+    refs = _refs(tenant)
+    scanner = RollupService(db=db, consumer=None)
+    options = ConsumerOptions(idle_poll=0.01, cache_entries=5)
+    async with _served(db, mongodb_uri, options) as (service, consumer, _):
+        first = await _everything(service, refs)
+        assert len(consumer.reads) == 5
+        again = await _everything(service, refs)
+    assert first == again == await _everything(scanner, refs)
