@@ -22,6 +22,7 @@ from strawberry.types.nodes import Selection as Selection_
 from graph.analysis import Analysis, FragmentCycle, analyze, operation_cost
 from graph.context import Context
 from graph.errors import INTERNAL_CODE, should_mask_error, status_for
+from graph.execution import PlainExecutionContext
 from graph.gate import rate_limited
 from graph.types import (
     DATETIME_SCALAR,
@@ -470,4 +471,5 @@ schema = MetricsSchema(
     mutation=Mutation,
     config=StrawberryConfig(scalar_map={datetime: DATETIME_SCALAR}),
     extensions=[OperationGuard, ErrorPolicy],
+    execution_context_class=PlainExecutionContext,
 )

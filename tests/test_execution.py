@@ -1,0 +1,113 @@
+"""The plain-object shortcut answers exactly what graphql-core answers, errors included,
+and completes plain objects without graphql-core's per-field steps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import strawberry
+from graphql.execution.executor import Executor
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from graph.execution import PlainExecutionContext
+
+
+@strawberry.type
+class Pair:
+    key: str
+    count: int
+
+
+@strawberry.type
+class Point:
+    label: str
+    pairs: list[Pair]
+    tags: list[str]
+    maybe: int | None
+    inner: Pair | None
+
+    @strawberry.field
+    def doubled(self) -> int:  # a resolver of its own: not plain
+        return self.maybe * 2 if self.maybe is not None else 0
+
+
+def _points(*, broken: str = "") -> list[Point]:
+    points = []
+    for k in range(4):
+        pairs = [Pair(key=f"k{j}", count=k * j) for j in range(3)]
+        points.append(
+            Point(
+                label=f"p{k}",
+                pairs=pairs,
+                tags=["a", "b"],
+                maybe=None if k % 2 else k,
+                inner=Pair(key="i", count=k),
+            )
+        )
+    if broken == "null":
+        points[2].pairs[1].key = None  # type: ignore[assignment]
+    elif broken == "scalar":
+        points[1].pairs[0].count = "many"  # type: ignore[assignment]
+    elif broken == "list":
+        points[3].tags = None  # type: ignore[assignment]
+    return points
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def points(self, broken: str = "") -> list[Point]:
+        return _points(broken=broken)
+
+    @strawberry.field
+    def pair(self) -> Pair:
+        return Pair(key="only", count=1)
+
+
+QUERIES = [
+    "{ points { label pairs { key count } tags maybe } }",
+    "{ points { a: label b: label pairs { __typename k: key count key } inner { count } } }",
+    "{ points { ...P } } fragment P on Point { label pairs { ...C } } fragment C on Pair { count }",
+    "{ points { label @skip(if: true) pairs @include(if: true) { key } doubled } }",
+    '{ points(broken: "null") { label pairs { key count } } }',
+    '{ points(broken: "scalar") { pairs { count } } }',
+    '{ points(broken: "list") { label tags } }',
+    "{ pair { key count __typename } points { __typename } }",
+]
+
+
+def _run(context: type[Any], query: str) -> dict[str, Any]:
+    schema = strawberry.Schema(query=Query, execution_context_class=context)
+    result = schema.execute_sync(query)
+    errors = [(e.message, e.path) for e in result.errors or []]
+    return {"data": result.data, "errors": errors}
+
+
+@pytest.mark.parametrize("query", QUERIES)
+def test_the_shortcut_answers_what_graphql_core_answers(query: str) -> None:
+    expected = _run(StrawberryGraphQLCoreExecutionContext, query)
+    assert _run(PlainExecutionContext, query) == expected
+
+
+def test_broken_values_are_reported_by_graphql_core() -> None:
+    """(So the comparison above covers errors, not only answers.)"""
+    found = _run(PlainExecutionContext, QUERIES[4])
+    assert found["errors"] and found["errors"][0][1] == ["points", 2, "pairs", 1, "key"]
+
+
+def test_plain_objects_skip_graphql_core_field_by_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"n": 0}
+    execute_field = Executor.execute_field
+
+    def counted(self: Any, *args: Any) -> Any:
+        calls["n"] += 1
+        return execute_field(self, *args)
+
+    monkeypatch.setattr(Executor, "execute_field", counted)
+    _run(StrawberryGraphQLCoreExecutionContext, QUERIES[0])
+    each = calls["n"]
+    calls["n"] = 0
+    _run(PlainExecutionContext, QUERIES[0])
+    assert each == 1 + 4 * (4 + 3 * 2)  # points, and every field below it
+    assert calls["n"] == 1  # points only: everything below is plain
