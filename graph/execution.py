@@ -24,11 +24,17 @@ from inspect import isawaitable, iscoroutine
 from typing import Any
 
 from graphql import (
+    GRAPHQL_MAX_INT,
+    GRAPHQL_MIN_INT,
+    GraphQLBoolean,
+    GraphQLInt,
     GraphQLLeafType,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
+    GraphQLScalarType,
+    GraphQLString,
     is_leaf_type,
     is_list_type,
     is_non_null_type,
@@ -46,6 +52,19 @@ class _Slow(Exception):
     """The shortcut cannot complete this value: graphql-core does."""
 
 
+_AS_IS: dict[GraphQLScalarType, type] = {
+    GraphQLInt: int,
+    GraphQLString: str,
+    GraphQLBoolean: bool,
+}
+"""Built-in scalars and the Python type each gives out unchanged (an int within Int's
+32 bits: graphql-core's own coercion returns the same values, slowly)."""
+
+
+def _as_is(value: Any) -> bool:
+    return not isinstance(value, int) or GRAPHQL_MIN_INT <= value <= GRAPHQL_MAX_INT
+
+
 @dataclass(frozen=True, slots=True)
 class _Value:
     """How to complete one value: a leaf, a list of values, or a plain object."""
@@ -54,12 +73,16 @@ class _Value:
     leaf: GraphQLLeafType | None = None
     item: _Value | None = None
     fields: tuple[_Field, ...] | None = None
+    as_is: type | None = None
+    """The leaf's Python type that needs no coercion (``_AS_IS``)."""
 
     def complete(self, value: Any) -> Any:
         if value is None:
             if self.non_null:
                 raise _Slow
             return None
+        if type(value) is self.as_is and _as_is(value):
+            return value
         if self.leaf is not None:
             coerced = self.leaf.coerce_output_value(value)
             if coerced is None or coerced is Undefined:
@@ -154,7 +177,8 @@ class PlainExecutionContext(StrawberryGraphQLCoreExecutionContext):
         non_null = is_non_null_type(type_)
         inner = type_.of_type if isinstance(type_, GraphQLNonNull) else type_
         if is_leaf_type(inner):
-            return _Value(non_null, leaf=inner)
+            as_is = _AS_IS.get(inner) if isinstance(inner, GraphQLScalarType) else None
+            return _Value(non_null, leaf=inner, as_is=as_is)
         if is_list_type(inner):
             assert isinstance(inner, GraphQLList)
             item = self._value(inner.of_type, field_details_list)

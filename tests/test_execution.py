@@ -51,6 +51,11 @@ def _points(*, broken: str = "") -> list[Point]:
         points[1].pairs[0].count = "many"  # type: ignore[assignment]
     elif broken == "list":
         points[3].tags = None  # type: ignore[assignment]
+    elif broken == "big":
+        points[0].pairs[2].count = 2**40  # past Int's 32 bits: an error
+    elif broken == "loose":  # values graphql-core coerces: True to 1, 7 to "7"
+        points[0].pairs[2].count = True
+        points[1].pairs[0].key = 7  # type: ignore[assignment]
     return points
 
 
@@ -73,6 +78,8 @@ QUERIES = [
     '{ points(broken: "null") { label pairs { key count } } }',
     '{ points(broken: "scalar") { pairs { count } } }',
     '{ points(broken: "list") { label tags } }',
+    '{ points(broken: "big") { pairs { count } } }',
+    '{ points(broken: "loose") { pairs { key count } } }',
     "{ pair { key count __typename } points { __typename } }",
 ]
 
@@ -88,6 +95,7 @@ def _run(context: type[Any], query: str) -> dict[str, Any]:
 def test_the_shortcut_answers_what_graphql_core_answers(query: str) -> None:
     expected = _run(StrawberryGraphQLCoreExecutionContext, query)
     assert _run(PlainExecutionContext, query) == expected
+    assert expected["data"] is not None or expected["errors"]
 
 
 def test_broken_values_are_reported_by_graphql_core() -> None:
