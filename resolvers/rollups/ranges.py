@@ -124,7 +124,7 @@ class _Documents:
 
     def tallies(self, flags: tuple[Flag, ...]) -> dict[int, Tally]:
         """The counts of each piece read (pure CPU: a series' run off the event loop)."""
-        found = {index: bucket_tally(doc, flags) for index, doc in self.buckets.items()}
+        found = {index: _tally_of(doc, flags) for index, doc in self.buckets.items()}
         found.update({index: raw_tally(docs, flags) for index, docs in self.raws.items()})
         return found
 
@@ -165,12 +165,33 @@ async def _bucket_docs(
 ) -> dict[int, Mapping[str, Any]]:
     """The bucket documents of ``level`` starting at ``starts`` that exist (kept reads
     first, with both flags' counts)."""
-    wanted = FLAGS if current() is not None else flags
+    if current() is None:
+        return await _read_bucket_docs(db, instance, level, starts, flags, session)
 
     async def load(missing: list[int]) -> dict[int, Mapping[str, Any]]:
-        return await _read_bucket_docs(db, instance, level, set(missing), wanted, session)
+        found = await _read_bucket_docs(db, instance, level, set(missing), FLAGS, session)
+        return {start: _Kept(doc) for start, doc in found.items()}
 
     return await kept_each(starts, lambda start: ("counts", instance, level.value, start), load)
+
+
+class _Kept(dict[str, Any]):
+    """A kept bucket document, with its counts per flags once worked out (``_tally_of``;
+    a worker thread may add them: a dict's item assignment is atomic)."""
+
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        super().__init__(doc)
+        self.tallies: dict[tuple[Flag, ...], Tally] = {}
+
+
+def _tally_of(doc: Mapping[str, Any], flags: tuple[Flag, ...]) -> Tally:
+    """``bucket_tally``, once per kept document and flags (callers only read it)."""
+    if not isinstance(doc, _Kept):
+        return bucket_tally(doc, flags)
+    found = doc.tallies.get(flags)
+    if found is None:
+        found = doc.tallies[flags] = bucket_tally(doc, flags)
+    return found
 
 
 async def _read_bucket_docs(
