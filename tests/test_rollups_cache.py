@@ -75,6 +75,19 @@ def test_a_cache_of_no_entries_is_off() -> None:
     assert cache.view(cache.mark()) is None
 
 
+def test_lasting_entries_outlive_writes_within_their_budget() -> None:
+    cache = ReadCache(10, lasting_values=5)
+    cache.keep_lasting("a", {"x"}, size=1)
+    cache.keep_lasting("b", {"y", "z"}, size=2)
+    with cache.writing():
+        pass
+    assert cache.lasting("a") == {"x"}
+    cache.keep_lasting("c", set("pqr"), size=3)  # the least recently used makes room
+    assert [cache.lasting(key) is not None for key in "abc"] == [True, False, True]
+    cache.keep_lasting("d", set("abcdef"), size=6)  # larger than the budget: not kept
+    assert cache.lasting("d") is None and cache.lasting("c") is not None
+
+
 # --- in the service ---------------------------------------------------------------------
 
 
@@ -147,13 +160,14 @@ async def _everything(service: RollupService, refs: list[InstanceRef]) -> Any:
         await service.metrics(instances=refs, now=LATER),
         await service.metrics_by_instance(instances=refs, now=LATER),
         await service.metrics(instances=refs, now=LATER, range=SPAN, unique=False),
+        await service.metrics_by_instance(instances=refs, now=LATER, range=SPAN),
         await service.series(instances=refs, interval=Interval.DAY, bounds=kolkata),
         await service.series(instances=refs, interval=Interval.HOUR, bounds=hours),
         await service.summaries(instances=refs),
     )
 
 
-_ROLLUP_READS = ("rollup_instances", "rollup_buckets", "messages")
+_ROLLUP_READS = ("rollup_instances", "rollup_buckets", "rollup_value_sets", "messages")
 
 
 async def test_a_repeated_request_reads_only_the_state(

@@ -16,6 +16,11 @@ a commit of this process, which forgets them, before a request that must see the
 (it was acknowledged before the request began) stops waiting for the consumer
 (``freshness.py``) and takes its mark.
 
+Some reads name the version of what they hold: the distinct values of whole days and
+hours are keyed by their buckets' values versions (``vv``, ``valuesets.py``), which every
+write that may change them replaces. Those are *lasting* entries, kept across epochs
+(writes elsewhere leave them true) up to ``lasting_values`` values in all.
+
 Only the lease holder, while its rollups are ready, in change-stream mode, keeps
 anything: other processes, a build, and the watermark read the database every time.
 ``CacheView`` is handed to the reads through a context variable (``reading``), so the
@@ -40,9 +45,12 @@ _V = TypeVar("_V")
 class ReadCache:
     """Up to ``limit`` kept reads (0: none), least recently used forgotten first."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, lasting_values: int = 1_000_000) -> None:
         self.limit = limit
+        self.lasting_values = lasting_values
         self._entries: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lasting: OrderedDict[Hashable, tuple[int, Any]] = OrderedDict()
+        self._lasting_held = 0
         self._epoch = 0
         self._writing = 0
 
@@ -86,6 +94,25 @@ class ReadCache:
         while len(self._entries) > self.limit:
             self._entries.popitem(last=False)
 
+    def lasting(self, key: Hashable) -> Any:
+        """A lasting entry (None: not kept)."""
+        if key not in self._lasting:
+            return None
+        self._lasting.move_to_end(key)
+        return self._lasting[key][1]
+
+    def keep_lasting(self, key: Hashable, value: Any, *, size: int) -> None:
+        """Keep ``value``, which holds ``size`` values, while the least recently used
+        ones make room (never one larger than the whole budget)."""
+        if size > self.lasting_values or self.limit <= 0:
+            return
+        if key in self._lasting:
+            self._lasting_held -= self._lasting.pop(key)[0]
+        self._lasting[key] = (size, value)
+        self._lasting_held += size
+        while self._lasting_held > self.lasting_values:
+            self._lasting_held -= self._lasting.popitem(last=False)[1][0]
+
 
 class CacheView:
     """One request's use of the cache: valid while the epoch it marked lasts."""
@@ -117,6 +144,11 @@ class CacheView:
         """Keep ``value``, read in this request's snapshot, if the epoch still lasts."""
         if self.valid:
             self._cache._put(key, value)
+
+    @property
+    def cache(self) -> ReadCache:
+        """For lasting entries, which do not depend on the epoch."""
+        return self._cache
 
 
 _current: ContextVar[CacheView | None] = ContextVar("rollup_reads", default=None)
