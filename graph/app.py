@@ -32,6 +32,7 @@ from graph.responses import InternalErrors, error_for_path
 from graph.rest import rest_routes
 from graph.settings import Settings
 from resolvers import Database, Unavailable, ensure_indexes, open_client
+from resolvers.rollups.consumer import ConsumerOptions
 from resolvers.rollups.service import RollupService
 from resolvers.rollups.source import RollupSource, reconcile_period
 from resolvers.rollups.warm import WarmOptions
@@ -109,6 +110,10 @@ def _lifespan(settings: Settings, uri: str, clock: Clock) -> Any:
                         db=db,
                         source=settings.rollups_source,
                         reconcile_every=reconcile_period(settings.rollups_reconcile_minutes),
+                        options=ConsumerOptions(
+                            cache_entries=settings.rollups_cache_entries,
+                            cache_values=settings.rollups_cache_values,
+                        ),
                     )
                     if settings.rollups
                     else None

@@ -3,6 +3,7 @@ is the one the database would give, whatever was written between two requests.""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -12,12 +13,13 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient, monitoring
 
+from graph import Settings
 from resolvers import Database, InstanceRef
 from resolvers.rollups.cache import ReadCache
 from resolvers.rollups.consumer import ConsumerOptions, RollupConsumer
 from resolvers.rollups.service import RollupService
 from resolvers.timeranges import Interval, TimeRange, series_bounds
-from tests.factories import NOW, Tenant, make_tenant, message
+from tests.factories import NOW, Tenant, app_client, make_tenant, message
 from tests.test_rollups_consumer import settle
 
 # the 7- and 30-day cutoffs fall inside a quarter hour, whose messages are read raw
@@ -242,3 +244,28 @@ async def test_the_cache_holds_at_most_its_limit_and_stays_exact(
         assert len(consumer.reads) == 5
         again = await _everything(service, refs)
     assert first == again == await _everything(scanner, refs)
+
+
+@pytest.mark.parametrize("entries", [0, 20_000])
+async def test_the_app_keeps_reads_unless_told_not_to(
+    settings: Settings, db: Database, tenant: Tenant, entries: int
+) -> None:
+    """Seen through a rollup document changed behind the consumer's back (which only a
+    process that leads may do): kept, the answer does not move; with
+    ``ROLLUPS_CACHE_ENTRIES=0`` every request reads it."""
+    query = {"query": '{ metrics(instances: ["sales"]) { totalMessages } }'}
+    headers = {"token": tenant.account_token}
+    patient = settings.model_copy(
+        update={"rollups_wait_ms": 10_000, "rollups_cache_entries": entries}
+    )
+    async with app_client(patient) as client:
+        for _ in range(300):
+            if (await client.get("/health")).json()["checks"]["rollups"]["state"] == "ready":
+                break
+            await asyncio.sleep(0.1)
+        before = (await client.post("/graphql", json=query, headers=headers)).json()
+        sales = tenant.instance_ids["sales"]
+        await db.rollup_instances.update_one({"_id": sales}, {"$inc": {"c.o.n": 1000}})
+        after = (await client.post("/graphql", json=query, headers=headers)).json()
+    moved = after["data"]["metrics"]["totalMessages"] - before["data"]["metrics"]["totalMessages"]
+    assert moved == (1000 if entries == 0 else 0)

@@ -149,6 +149,8 @@ class ConsumerOptions:
     cache_entries: int = 20_000
     """Rollup documents and raw quarter hours this process keeps from requests' reads
     while it leads and nothing changed them (``cache.py``); 0 = none."""
+    cache_values: int = 1_000_000
+    """Distinct values it keeps in unions of ended days and hours (``cache.py``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +271,9 @@ class RollupConsumer:
         self._fault_hook = fault_hook
         self._clock = clock or (lambda: datetime.now(UTC))
         self.position = AppliedPosition()
-        self.reads = ReadCache(self._options.cache_entries)
+        self.reads = ReadCache(
+            self._options.cache_entries, lasting_values=self._options.cache_values
+        )
         """Kept reads of the rollups; every write of ours to them goes through
         ``self.reads.writing()``."""
         self._task: asyncio.Task[None] | None = None
