@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import signal
@@ -20,9 +21,11 @@ from pymongo import AsyncMongoClient
 
 from bench import harness
 from bench.report import (
+    BASE,
     FULL_SCAN,
     GRAPHQL,
     HEALTH,
+    LARGE,
     REST,
     WRITES_TARGET,
     Results,
@@ -31,7 +34,7 @@ from bench.report import (
     render,
 )
 from bench.report import size_label as label
-from bench.stats import summarize
+from bench.stats import Summary, summarize
 from graph.embedded import EmbeddedDatabase
 
 __all__ = ["main", "parse_args", "parse_sizes"]
@@ -189,10 +192,43 @@ async def _measure(args: argparse.Namespace, server: EmbeddedDatabase) -> Result
     out: dict[str, Any] = {"load": None, "writes": []}
     async with AsyncMongoClient[Any](server.uri) as client:
         sizes = [await _size(args, server, client, size, out) for size in args.sizes]
+        measured = {size.messages for size in sizes if size.latency}
+        together = None
+        if {BASE, LARGE} <= measured:
+            together = await _together(args, server, client)
         build_info = await client.admin.command("buildInfo")
     extra = [f for f in sizes[-1].latency if f not in (HEALTH, REST, GRAPHQL, FULL_SCAN)]
     header = _header(args, str(build_info.get("version")), started)
-    return Results(header, sizes, out["load"], out["writes"], extra)
+    return Results(header, sizes, out["load"], out["writes"], extra, together)
+
+
+async def _together(
+    args: argparse.Namespace, server: EmbeddedDatabase, client: Any
+) -> dict[str, Summary]:
+    """10k and 1M again, each by its own service as before, in the same rounds: the
+    ratio of their latencies with the database in one state (each size's own phase
+    follows its build, which leaves the embedded database slower for a while)."""
+    log("10k and 1M together")
+    calls: dict[str, harness.Call] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        for size in (BASE, LARGE):
+            prep = await harness.prepare(client=client, size=size, seed=SEED, log=log)
+            svc = await stack.enter_async_context(
+                harness.service(uri=server.uri, database=prep.db.name)
+            )
+            await svc.wait_built(db_pid=_pid(server), timeout=args.build_timeout, log=log)
+            name = prep.ref.name
+            query = {"query": harness.METRICS, "variables": {"instances": [name]}}
+            calls[f"{label(size)} {REST}"] = svc.request(
+                f"/metrics/{name}", token=prep.token, total=size
+            )
+            calls[f"{label(size)} {GRAPHQL}"] = svc.request(
+                "/graphql", token=prep.token, graphql=query, total=size
+            )
+        found = await harness.rounds(
+            calls, runs=args.runs, min_runs=args.min_runs, budget=args.budget
+        )
+    return {figure: summarize(times) for figure, times in found.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

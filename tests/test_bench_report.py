@@ -4,6 +4,7 @@ statistics, labels, the size argument, the targets and the report."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import pytest
 
@@ -167,3 +168,25 @@ def test_a_size_whose_rollups_never_got_ready_is_reported_not_judged() -> None:
     assert "p50 / health p50 at 1M" not in found
     assert found["initial build of 1M"] == ("not ready (building 0%)", None)
     assert "| 1M | seeded in 207.1 s | building 0% |  | 63 | 3,300 |" in render(results)
+
+
+def test_the_growth_ratio_comes_from_the_rounds_that_measure_both_together() -> None:
+    """Their own phases (1.10x and 1.50x) are shown beside it, not judged."""
+    together = {
+        "10k REST": flat(0.010),
+        "10k GraphQL": flat(0.020),
+        "1M REST": flat(0.011),
+        "1M GraphQL": flat(0.026),
+    }
+    run = dataclasses.replace(full_run(), together=together)
+    found = {c.figure: (c.value, c.passed) for c in checks(run)}
+    assert found["REST: latency(1M) / latency(10k), p50"] == (
+        "1.10x together (1.10x in their own phases)",
+        True,
+    )
+    assert found["GraphQL: latency(1M) / latency(10k), p50"] == (
+        "1.30x together (1.50x in their own phases)",
+        False,
+    )
+    text = render(run)
+    assert "| 1M | GraphQL, together | ready | 50 | 26.0 | 39.0 |" in text
