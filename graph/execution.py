@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from inspect import isawaitable, iscoroutine
+from operator import attrgetter
 from typing import Any
 
 from graphql import (
     GRAPHQL_MAX_INT,
     GRAPHQL_MIN_INT,
     GraphQLBoolean,
+    GraphQLField,
     GraphQLInt,
     GraphQLLeafType,
     GraphQLList,
@@ -42,6 +43,8 @@ from graphql import (
 )
 from graphql.pyutils import Undefined
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.types.field import StrawberryField
 
 __all__ = ["PlainExecutionContext"]
 
@@ -101,8 +104,8 @@ class _Value:
 class _Field:
     key: str
     """The response key (the alias, or the field's name)."""
-    resolve: Callable[..., Any] | None
-    """Strawberry's attribute read; None for ``__typename``."""
+    resolve: Callable[[Any], Any] | None
+    """The attribute read (of the source); None for ``__typename``."""
     value: _Value | str
     """How to complete what ``resolve`` returns; for ``__typename``, the type's name."""
 
@@ -114,12 +117,9 @@ def _complete_object(fields: tuple[_Field, ...], source: Any) -> dict[str, Any]:
             data[field.key] = field.value
             continue
         assert isinstance(field.value, _Value)
-        found = field.resolve(source, None)
-        if isawaitable(found):
-            if iscoroutine(found):
-                found.close()  # never awaited here: graphql-core calls the resolver again
-            raise _Slow
-        data[field.key] = field.value.complete(found)
+        # an awaitable is no leaf, list or plain object: completing it fails, and
+        # graphql-core then completes this value, awaiting it
+        data[field.key] = field.value.complete(field.resolve(source))
     return data
 
 
@@ -220,7 +220,19 @@ class PlainExecutionContext(StrawberryGraphQLCoreExecutionContext):
         definition = type_.fields.get(name)
         if definition is None or definition.args or node.arguments:
             return None
-        if not getattr(definition.resolve, "_is_default", False):
+        read = _attribute_read(definition)
+        if read is None:
             return None  # a resolver of its own: graphql-core runs it
         value = self._value(definition.type, details)
-        return None if value is None else _Field(key, definition.resolve, value)
+        return None if value is None else _Field(key, read, value)
+
+
+def _attribute_read(definition: GraphQLField) -> Callable[[Any], Any] | None:
+    """What Strawberry's resolver of a field without one of its own does: read the
+    attribute (the default ``getattr``); None for any other field."""
+    if not getattr(definition.resolve, "_is_default", False):
+        return None
+    field = definition.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    if not isinstance(field, StrawberryField) or field.default_resolver is not getattr:
+        return None
+    return attrgetter(field.python_name)

@@ -119,3 +119,28 @@ def test_plain_objects_skip_graphql_core_field_by_field(monkeypatch: pytest.Monk
     _run(PlainExecutionContext, QUERIES[0])
     assert each == 1 + 4 * (4 + 3 * 2)  # points, and every field below it
     assert calls["n"] == 1  # points only: everything below is plain
+
+
+async def _seven() -> int:
+    return 7
+
+
+@strawberry.type
+class Late:
+    count: int
+
+
+@strawberry.type
+class LateQuery:
+    @strawberry.field
+    def late(self) -> list[Late]:
+        return [Late(count=_seven()), Late(count=3)]  # type: ignore[arg-type]
+
+
+async def test_an_attribute_holding_an_awaitable_is_awaited_by_graphql_core() -> None:
+    answers = []
+    for context in (StrawberryGraphQLCoreExecutionContext, PlainExecutionContext):
+        schema = strawberry.Schema(query=LateQuery, execution_context_class=context)
+        result = await schema.execute("{ late { count } }")
+        answers.append((result.data, result.errors))
+    assert answers[0] == answers[1] == ({"late": [{"count": 7}, {"count": 3}]}, None)
