@@ -26,6 +26,7 @@ import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 from bson import ObjectId
@@ -311,19 +312,51 @@ async def read_series_tallies(
     with translate_driver_errors():
         docs = await instance_docs(db=db, ids=[ref.id for ref in refs], session=session)
         for ref in refs:
-            reads = _within(plan, _held(docs.get(ref.id, {}), _flags(ref), _ALL_TIME))
+            flags = _flags(ref)
+            # a point's counts are those of its interval: kept, whichever range it is in
+            keys = [("point", ref.id, flags, low, high) for low, high in pairwise(cuts)]
+            view = current()
+            kept: dict[int, Tally] = {}
+            if view is not None:
+                kept, missing = view.take(dict(enumerate(keys)))
+                if not missing:
+                    found[ref.id] = [kept[index] for index in range(len(keys))]
+                    continue
+            reads = _within(plan, _held(docs.get(ref.id, {}), flags, _ALL_TIME))
+            if kept:
+                reads = _only(reads, {i for point in missing for i in plan.points[point][0]})
             read = await _read_documents(db=db, instance=ref, reads=reads, session=session)
-            found[ref.id] = await asyncio.to_thread(_point_tallies, plan, read, _flags(ref))
+            points = await asyncio.to_thread(_point_tallies, plan, read, flags, kept)
+            if view is not None:
+                for index, key in enumerate(keys):
+                    view.put(key, points[index])
+            found[ref.id] = points
     return found
 
 
-def _point_tallies(plan: SeriesPlan, read: _Documents, flags: tuple[Flag, ...]) -> list[Tally]:
-    """The counts of each point of ``plan`` from the documents of its pieces."""
+def _only(reads: Reads, pieces: set[int]) -> Reads:
+    """``reads`` of these pieces (by index) only."""
+    buckets = {}
+    for level, found in reads.buckets.items():
+        wanted = {start: index for start, index in found.items() if index in pieces}
+        if wanted:
+            buckets[level] = wanted
+    return Reads(buckets, [raw for raw in reads.raws if raw[0] in pieces])
+
+
+def _point_tallies(
+    plan: SeriesPlan, read: _Documents, flags: tuple[Flag, ...], known: Mapping[int, Tally]
+) -> list[Tally]:
+    """The counts of each point of ``plan`` from the documents of its pieces (those in
+    ``known``, by index, are not worked out again)."""
     by_index: list[Tally | None] = [None] * len(plan.starts)
     for index, tally in read.tallies(flags).items():
         by_index[index] = tally
     points = []
-    for indexes, weights in plan.points:
+    for point, (indexes, weights) in enumerate(plan.points):
+        if point in known:
+            points.append(known[point])
+            continue
         total = Tally()
         for index, weight in zip(indexes, weights, strict=True):
             found = by_index[index]
