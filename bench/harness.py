@@ -117,9 +117,12 @@ class Prepared:
     seeding: str
 
 
-async def prepare(*, client: AsyncMongoClient[Any], size: int, seed: int, log: Log) -> Prepared:
+async def prepare(
+    *, client: AsyncMongoClient[Any], size: int, seed: int, log: Log, fresh: bool = True
+) -> Prepared:
     """The database of one size, reused when it holds the same seeded data (else seeded),
-    without rollups (the service builds them) and without an earlier run's writes."""
+    without rollups (the service builds them) and without an earlier run's writes; not
+    ``fresh``: as this run left it."""
     db = client[f"bench_{size_label(size).lower()}"]
     marker = await db.bench_seed.find_one({"_id": "seed"})
     if marker is not None and (marker["messages"], marker["seed"]) == (size, seed):
@@ -128,10 +131,11 @@ async def prepare(*, client: AsyncMongoClient[Any], size: int, seed: int, log: L
         await client.drop_database(db.name)
         marker = await _seed(db, size=size, seed=seed, log=log)
         seeding = f"seeded in {marker['seconds']:,.1f} s"
-    for name in await db.list_collection_names():
+    for name in await db.list_collection_names() if fresh else ():
         if name.startswith("rollup_"):
             await db.drop_collection(name)
-    await db.messages.delete_many({"instanceId": marker["writes"]})
+    if fresh:
+        await db.messages.delete_many({"instanceId": marker["writes"]})
     token = await rotate_token(db=db, collection="accounts", id=marker["account"])
     ref = InstanceRef(
         id=marker["instance"], name=f"bench-{size_label(size)}", ignore_group_messages=False

@@ -205,14 +205,15 @@ async def _measure(args: argparse.Namespace, server: EmbeddedDatabase) -> Result
 async def _together(
     args: argparse.Namespace, server: EmbeddedDatabase, client: Any
 ) -> dict[str, Summary]:
-    """10k and 1M again, each by its own service as before, in the same rounds: the
-    ratio of their latencies with the database in one state (each size's own phase
-    follows its build, which leaves the embedded database slower for a while)."""
+    """10k and 1M again, each by its own service as before (on the rollups their phases
+    built), in the same rounds: the ratio of their latencies with the database in one
+    state (each size's own phase follows its build, which leaves the embedded database
+    slower for a while)."""
     log("10k and 1M together")
     calls: dict[str, harness.Call] = {}
     async with contextlib.AsyncExitStack() as stack:
         for size in (BASE, LARGE):
-            prep = await harness.prepare(client=client, size=size, seed=SEED, log=log)
+            prep = await harness.prepare(client=client, size=size, seed=SEED, log=log, fresh=False)
             svc = await stack.enter_async_context(
                 harness.service(uri=server.uri, database=prep.db.name)
             )
