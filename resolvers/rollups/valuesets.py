@@ -332,7 +332,7 @@ async def _read(
     if current() is None or high > after:
         return _union((await _read_hours(db, instance, low, high, session)).values())
 
-    async def load() -> list[dict[str, Any]]:
+    async def load() -> list[tuple[datetime, Flag, frozenset[tuple[Kind, str]]]]:
         found = iter_raw(
             db=db,
             instance=instance,
@@ -341,14 +341,14 @@ async def _read(
             projection=_VALUE_FIELDS,
             session=session,
         )
-        return [doc async for doc in found]
+        parts = [contribution(doc) async for doc in found]
+        return [(p.timestamp, p.flag, p.values) for p in parts if p and p.timestamp]
 
     values = _no_values()
-    for doc in await kept(("raw values", instance, hour), load):
-        part = contribution(doc)
-        if part is not None and part.timestamp is not None and low <= part.timestamp < high:
-            for kind, value in part.values:
-                values[part.flag][kind].add(value)
+    for moment, flag, held in await kept(("raw values", instance, hour), load):
+        if low <= moment < high:
+            for kind, value in held:
+                values[flag][kind].add(value)
     return values
 
 
