@@ -53,12 +53,12 @@ class Settings(BaseSettings):
         description="Recent whole days whose distinct values are read ahead of ranges; 0 = off.",
     )
     rollups_cache_entries: int = Field(
-        default=20_000,
+        default=10_000,
         ge=0,
         description="Rollup documents the leader keeps between its writes; 0 = none.",
     )
     rollups_cache_values: int = Field(
-        default=1_000_000,
+        default=500_000,
         ge=0,
         description="Distinct values the leader keeps in unions of ended days and hours.",
     )

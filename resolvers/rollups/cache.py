@@ -45,7 +45,7 @@ _V = TypeVar("_V")
 class ReadCache:
     """Up to ``limit`` kept reads (0: none), least recently used forgotten first."""
 
-    def __init__(self, limit: int, *, lasting_values: int = 1_000_000) -> None:
+    def __init__(self, limit: int, *, lasting_values: int = 500_000) -> None:
         self.limit = limit
         self.lasting_values = lasting_values
         self._entries: OrderedDict[Hashable, Any] = OrderedDict()

@@ -146,10 +146,10 @@ class ConsumerOptions:
     flush_part: int = 1_000
     retry_delay: float = 1.0
     """Seconds before starting over after a database error."""
-    cache_entries: int = 20_000
+    cache_entries: int = 10_000
     """Rollup documents and raw quarter hours this process keeps from requests' reads
     while it leads and nothing changed them (``cache.py``); 0 = none."""
-    cache_values: int = 1_000_000
+    cache_values: int = 500_000
     """Distinct values it keeps in unions of ended days and hours (``cache.py``)."""
 
 
