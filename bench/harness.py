@@ -117,12 +117,9 @@ class Prepared:
     seeding: str
 
 
-async def prepare(
-    *, client: AsyncMongoClient[Any], size: int, seed: int, log: Log, fresh: bool = True
-) -> Prepared:
+async def prepare(*, client: AsyncMongoClient[Any], size: int, seed: int, log: Log) -> Prepared:
     """The database of one size, reused when it holds the same seeded data (else seeded),
-    without rollups (the service builds them) and without an earlier run's writes; not
-    ``fresh``: as this run left it."""
+    without rollups (the service builds them) and without an earlier run's writes."""
     db = client[f"bench_{size_label(size).lower()}"]
     marker = await db.bench_seed.find_one({"_id": "seed"})
     if marker is not None and (marker["messages"], marker["seed"]) == (size, seed):
@@ -131,11 +128,10 @@ async def prepare(
         await client.drop_database(db.name)
         marker = await _seed(db, size=size, seed=seed, log=log)
         seeding = f"seeded in {marker['seconds']:,.1f} s"
-    for name in await db.list_collection_names() if fresh else ():
+    for name in await db.list_collection_names():
         if name.startswith("rollup_"):
             await db.drop_collection(name)
-    if fresh:
-        await db.messages.delete_many({"instanceId": marker["writes"]})
+    await db.messages.delete_many({"instanceId": marker["writes"]})
     token = await rotate_token(db=db, collection="accounts", id=marker["account"])
     ref = InstanceRef(
         id=marker["instance"], name=f"bench-{size_label(size)}", ignore_group_messages=False
