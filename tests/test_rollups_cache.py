@@ -269,3 +269,49 @@ async def test_the_app_keeps_reads_unless_told_not_to(
         after = (await client.post("/graphql", json=query, headers=headers)).json()
     moved = after["data"]["metrics"]["totalMessages"] - before["data"]["metrics"]["totalMessages"]
     assert moved == (1000 if entries == 0 else 0)
+
+
+async def test_answers_while_writes_arrive_are_states_between_before_and_after(
+    db: Database, mongodb_uri: str, tenant: Tenant
+) -> None:
+    """Requests through the kept reads while inserts arrive (one at a time): each answer
+    holds every insert acknowledged before it began and none not sent by its end, and
+    its parts agree with each other (no mix of two states); once settled, the scan's."""
+    refs = _refs(tenant)[:1]
+    sales = refs[0].id
+    base = await db.messages.count_documents({"instanceId": sales})
+    dated = {"$gte": SPAN.start, "$lt": SPAN.end}
+    base_span = await db.messages.count_documents({"instanceId": sales, "timestamp": dated})
+    acked, sent, stop = 0, 0, asyncio.Event()
+
+    async def writer() -> None:
+        nonlocal acked, sent
+        while not stop.is_set():
+            sent += 1
+            days = (sent % 18) / 2  # across the 7-day edge, and in the series' span
+            doc = message(sales, days_ago=days, chatId=f"w{sent}", status="sent")
+            await db.messages.insert_one(doc)
+            acked += 1
+            await asyncio.sleep(0.003)
+
+    bounds = series_bounds(range=SPAN, interval=Interval.DAY, timezone="Asia/Kolkata")
+    async with _served(db, mongodb_uri, ConsumerOptions(idle_poll=0.01)) as (service, *_):
+        writing = asyncio.create_task(writer())
+        try:
+            for _ in range(25):
+                low = acked
+                found = await service.metrics(instances=refs, now=LATER)
+                assert base + low <= found.total_messages <= base + sent
+                assert sum(found.messages_by_type.values()) == found.total_messages
+                assert sum(found.messages_by_status.values()) == found.total_messages
+                assert found.messages_sent + found.messages_received == found.total_messages
+                assert found.messages_last_7_days <= found.messages_last_30_days
+                low = acked
+                points = await service.series(instances=refs, interval=Interval.DAY, bounds=bounds)
+                in_span = sum(point.total_messages for point in points)
+                assert base_span + low <= in_span <= base_span + sent
+        finally:
+            stop.set()
+            await writing
+        everything = await _everything(service, _refs(tenant))
+    assert everything == await _everything(RollupService(db=db, consumer=None), _refs(tenant))
