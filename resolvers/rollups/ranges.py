@@ -328,8 +328,8 @@ async def read_series_tallies(
             read = await _read_documents(db=db, instance=ref, reads=reads, session=session)
             points = await asyncio.to_thread(_point_tallies, plan, read, flags, kept)
             if view is not None:
-                for index, key in enumerate(keys):
-                    view.put(key, points[index])
+                for index in missing:
+                    view.put(keys[index], points[index])
             found[ref.id] = points
     return found
 

@@ -150,7 +150,10 @@ async def _ended_values(
     known = None if view is None else view.cache.lasting(key)
     if known is None:
         known = {kind: set() for kind in KINDS}
-        await _add_buckets(db, instance, level, versions, flags, now, session, into=known)
+        stored = await _stored(db, instance, level, _runs(sorted(versions), level), session)
+        await _add_buckets(
+            db, instance, level, versions, flags, now, session, into=known, stored=stored
+        )
         if view is not None:
             size = sum(len(values) for values in known.values())
             view.cache.keep_lasting(key, known, size=size)
@@ -167,15 +170,13 @@ async def _add_buckets(
     session: AsyncClientSession | None,
     *,
     into: dict[Kind, set[str]],
+    stored: Mapping[datetime, Mapping[str, Any]] | None = None,
 ) -> None:
     """Add the values of the buckets at ``versions`` (those holding values), from their
-    kept sets where current, else read raw and kept for the next range."""
-    if not versions:
-        return
-    ended = [start for start in sorted(versions) if start + level.width <= now]
-    stored = await _stored(db, instance, level, _runs(ended, level), session) if ended else {}
+    ``stored`` sets where current (only buckets that have ended have one), else read raw
+    and kept for the next range."""
     for moment, version in sorted(versions.items()):
-        doc = stored.get(moment)
+        doc = (stored or {}).get(moment)
         if doc is not None and doc.get("vv") == version:
             _add_packed(into, doc["z"], flags)
             continue
@@ -331,25 +332,11 @@ async def _read(
     after = hour + Level.HOUR.width
     if current() is None or high > after:
         return _union((await _read_hours(db, instance, low, high, session)).values())
-
-    async def load() -> list[tuple[datetime, Flag, frozenset[tuple[Kind, str]]]]:
-        found = iter_raw(
-            db=db,
-            instance=instance,
-            start=hour,
-            end=after,
-            projection=_VALUE_FIELDS,
-            session=session,
-        )
-        parts = [contribution(doc) async for doc in found]
-        return [(p.timestamp, p.flag, p.values) for p in parts if p and p.timestamp]
-
-    values = _no_values()
-    for moment, flag, held in await kept(("raw values", instance, hour), load):
-        if low <= moment < high:
-            for kind, value in held:
-                values[flag][kind].add(value)
-    return values
+    held = await kept(
+        ("raw values", instance, hour), lambda: _raw_parts(db, instance, hour, after, session)
+    )
+    inside = [part for part in held if low <= part[0] < high]
+    return _values_by_hour(inside).get(hour) or _no_values()
 
 
 async def _read_hours(
@@ -359,17 +346,36 @@ async def _read_hours(
     high: datetime,
     session: AsyncClientSession | None,
 ) -> dict[datetime, Values]:
-    """``_read`` per UTC hour (``iter_raw`` yields only dated messages of ``instance``)."""
-    hours: dict[datetime, Values] = {}
+    """``_read`` per UTC hour."""
+    return _values_by_hour(await _raw_parts(db, instance, low, high, session))
+
+
+_Part = tuple[datetime, Flag, frozenset[tuple[Kind, str]]]
+"""A raw message's time, flag and values."""
+
+
+async def _raw_parts(
+    db: Database,
+    instance: ObjectId,
+    low: datetime,
+    high: datetime,
+    session: AsyncClientSession | None,
+) -> list[_Part]:
+    """The dated messages of ``instance`` in ``[low, high)`` (``iter_raw`` yields no
+    other), as what their values need."""
     found = iter_raw(
         db=db, instance=instance, start=low, end=high, projection=_VALUE_FIELDS, session=session
     )
-    async for doc in found:
-        part = contribution(doc)
-        if part is not None and part.timestamp is not None:
-            values = hours.setdefault(floor_to(part.timestamp, Level.HOUR), _no_values())
-            for kind, value in part.values:
-                values[part.flag][kind].add(value)
+    parts = [contribution(doc) async for doc in found]
+    return [(p.timestamp, p.flag, p.values) for p in parts if p is not None and p.timestamp]
+
+
+def _values_by_hour(parts: Iterable[_Part]) -> dict[datetime, Values]:
+    hours: dict[datetime, Values] = {}
+    for moment, flag, held in parts:
+        values = hours.setdefault(floor_to(moment, Level.HOUR), _no_values())
+        for kind, value in held:
+            values[flag][kind].add(value)
     return hours
 
 
