@@ -467,7 +467,7 @@ async def _one_range(
         if everything == total.counters["n"]:  # every message, none undated: all time
             uniques = _stored_uniques(doc, flags)
         else:
-            found = await range_values(
+            counts = await range_values(
                 db=db,
                 instance=ref.id,
                 flags=flags,
@@ -476,7 +476,7 @@ async def _one_range(
                 now=now,
                 session=session,
             )
-            uniques = (len(found["chat"]), len(found["group"]), len(found["contact"]))
+            uniques = (counts["chat"], counts["group"], counts["contact"])
     return MetricsResult(
         total_messages=total.counters["n"],
         messages_sent=total.counters["s"],
