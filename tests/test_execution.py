@@ -20,9 +20,16 @@ class Pair:
 
 
 @strawberry.type
+class Note:
+    text: str
+    score: int | None
+
+
+@strawberry.type
 class Point:
     label: str
     pairs: list[Pair]
+    notes: list[Note]
     tags: list[str]
     maybe: int | None
     inner: Pair | None
@@ -40,6 +47,7 @@ def _points(*, broken: str = "") -> list[Point]:
             Point(
                 label=f"p{k}",
                 pairs=pairs,
+                notes=[Note(text="n", score=None), Note(text="m", score=k)] if k < 3 else [],
                 tags=["a", "b"],
                 maybe=None if k % 2 else k,
                 inner=Pair(key="i", count=k),
@@ -53,6 +61,7 @@ def _points(*, broken: str = "") -> list[Point]:
         points[3].tags = None  # type: ignore[assignment]
     elif broken == "big":
         points[0].pairs[2].count = 2**40  # past Int's 32 bits: an error
+        points[1].notes[0].score = -(2**40)
     elif broken == "loose":  # values graphql-core coerces: True to 1, 7 to "7"
         points[0].pairs[2].count = True
         points[1].pairs[0].key = 7  # type: ignore[assignment]
@@ -79,6 +88,8 @@ QUERIES = [
     '{ points(broken: "scalar") { pairs { count } } }',
     '{ points(broken: "list") { label tags } }',
     '{ points(broken: "big") { pairs { count } } }',
+    '{ points(broken: "big") { notes { score } } }',
+    "{ points { notes { text score } n: notes { score } } }",
     '{ points(broken: "loose") { pairs { key count } } }',
     "{ pair { key count __typename } points { __typename } }",
 ]
