@@ -21,13 +21,13 @@ from typing import Any
 
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from graph.context import build_context
 from graph.errors import error_code
 from graph.query import schema
-from graph.responses import rest_error
+from graph.responses import JSONBody, rest_error
 from graph.types import Interval, parse_datetime
 from resolvers import BadUserInput
 from resolvers.pipeline import KNOWN_STATUSES, KNOWN_TYPES
@@ -151,7 +151,7 @@ async def legacy_metrics(request: Request) -> Response:
     if isinstance(data, Response):
         return data
     body = {"success": True, "message": _SUCCESS, "metrics": reshape(data["metrics"])}
-    return JSONResponse(body)
+    return JSONBody(body)
 
 
 async def legacy_series(request: Request) -> Response:
@@ -173,7 +173,7 @@ async def legacy_series(request: Request) -> Response:
     series = reshape_series(data["series"])
     if as_csv:
         return _csv_response(series)
-    return JSONResponse({"success": True, "series": series}, headers={"Vary": "Accept"})
+    return JSONBody({"success": True, "series": series}, headers={"Vary": "Accept"})
 
 
 async def _execute(request: Request, query: str, variables: dict[str, Any]) -> Any:

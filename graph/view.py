@@ -31,7 +31,7 @@ from strawberry.types import ExecutionResult
 
 from graph.context import Context, build_context
 from graph.errors import code_for_status, status_for
-from graph.responses import GRAPHQL_RESPONSE_JSON, JSON, graphql_error, negotiate
+from graph.responses import GRAPHQL_RESPONSE_JSON, JSON, dumps, graphql_error, negotiate
 
 __all__ = ["MetricsGraphQL"]
 
@@ -73,6 +73,9 @@ class MetricsGraphQL(GraphQL[Context, None]):
         sub_response = await super().get_sub_response(request)
         sub_response.media_type = negotiate(request.headers.get("accept", ""))
         return sub_response
+
+    def encode_json(self, data: object) -> bytes:
+        return dumps(data)
 
     def decode_json(self, data: str | bytes) -> object:
         """Strict UTF-8 JSON, not nested beyond the interpreter's limit, no lone surrogate."""

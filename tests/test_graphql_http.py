@@ -9,12 +9,24 @@ import httpx
 import pytest
 
 from graph import Settings
-from graph.responses import negotiate
+from graph.responses import dumps, negotiate
 from resolvers import Database
 from tests.factories import app_client, make_tenant, message
 from tests.live import live_server, raw_connection, read_response, request_head
 
 QUERY = "{ metrics { instance totalMessages messagesByType { key count } firstMessageAt } }"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"data": {"k": [1, "é", None, True, -(2**31)]}, "errors": []},
+        {"message": "a lone surrogate \ud800 quoted"},  # orjson refuses: the fallback
+        {"n": 2**70},  # past orjson's 64 bits: the fallback
+    ],
+)
+def test_response_bodies_are_the_json_of_their_value(value: object) -> None:
+    assert json.loads(dumps(value)) == value
 
 
 async def test_browser_get_serves_graphiql(http: httpx.AsyncClient) -> None:
