@@ -270,6 +270,9 @@ class RollupService:
                 session=session,
             ),
         )
+        only = (found or {}).get(refs[0].id) if len(refs) == 1 else None
+        if only is not None:  # read, never changed: kept tallies may be among them
+            return to_points(bounds, only)
         tallies = [Tally() for _ in bounds]
         for ref in refs:
             parts = (found or {}).get(ref.id)
