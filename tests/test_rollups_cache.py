@@ -15,6 +15,7 @@ from pymongo import AsyncMongoClient, monitoring
 
 from graph import Settings
 from resolvers import Database, InstanceRef
+from resolvers.rollups import ranges
 from resolvers.rollups.cache import ReadCache
 from resolvers.rollups.consumer import ConsumerOptions, RollupConsumer
 from resolvers.rollups.service import RollupService
@@ -315,3 +316,50 @@ async def test_answers_while_writes_arrive_are_states_between_before_and_after(
             await writing
         everything = await _everything(service, _refs(tenant))
     assert everything == await _everything(RollupService(db=db, consumer=None), _refs(tenant))
+
+
+async def test_a_series_plans_only_the_points_not_kept(
+    db: Database, mongodb_uri: str, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A series whose range moved (a new first and last point around kept ones, as a
+    repeated "last 7 days" is) plans and reads only its new points; every answer is the
+    scan's."""
+    refs = _refs(tenant)[:1]
+    scanner = RollupService(db=db, consumer=None)
+    planned: list[int] = []
+    plan = ranges.plan_series
+
+    def planning(cuts: Any, **kwargs: Any) -> Any:
+        planned.append(len(cuts) - 1)
+        return plan(cuts, **kwargs)
+
+    monkeypatch.setattr(ranges, "plan_series", planning)
+    first = series_bounds(range=SPAN, interval=Interval.HOUR, timezone="Asia/Kolkata")
+    moved = TimeRange(SPAN.start + timedelta(minutes=17), SPAN.end + timedelta(minutes=41))
+    later = series_bounds(range=moved, interval=Interval.HOUR, timezone="Asia/Kolkata")
+    async with _served(db, mongodb_uri, ConsumerOptions(idle_poll=0.01)) as (service, *_):
+        for bounds in (first, later):
+            found = await service.series(instances=refs, interval=Interval.HOUR, bounds=bounds)
+            assert found == await scanner.series(
+                instances=refs, interval=Interval.HOUR, bounds=bounds
+            )
+    # +05:30: hours start at :30 UTC. The start moved from 04:57 to 05:14 within a point
+    # (a new first point); the end from 13:00 to 13:41, past 13:30: [12:30, 13:30) and
+    # [13:30, 13:41) are new, the rest was kept
+    assert planned == [len(first), 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("missing", "runs"),
+    [
+        ([], []),
+        ([0, 1, 2], [(0, 3)]),
+        ([0, 5, 6, 9], [(0, 1), (5, 7), (9, 10)]),
+        ([0, 2, 4, 6], [(0, 1), (2, 3), (4, 5), (6, 7)]),
+        ([0, 2, 4, 6, 8], [(0, 9)]),  # past four runs, one from the first to the last
+    ],
+)
+def test_the_points_not_kept_are_read_in_a_few_runs(
+    missing: list[int], runs: list[tuple[int, int]]
+) -> None:
+    assert ranges._point_runs(missing) == runs

@@ -23,11 +23,12 @@ What buckets cannot tell is read otherwise:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from itertools import pairwise
-from typing import Any
+from typing import Any, TypeVar
 
 from bson import ObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -303,60 +304,81 @@ async def read_series_tallies(
     session: AsyncClientSession | None = None,
 ) -> dict[ObjectId, list[Tally]]:
     """Per distinct instance, the counts of each point ``[cuts[k], cuts[k + 1])``, split
-    through whichever of ``tops`` reads the fewest documents. The pure work (the plan,
-    and each instance's counts from its documents) runs in a worker thread: for a
-    thousand points it takes milliseconds, which the event loop does not wait out."""
-    plan = await asyncio.to_thread(plan_series, cuts, tops=tops)
+    through whichever of ``tops`` reads the fewest documents. With kept reads
+    (``cache.py``) a point's counts are kept, whichever series it is in, and only the
+    runs of points not kept are planned and read (of a repeated series, its first and
+    last). The pure work of a long run (the plan, the counts from its documents) runs in
+    a worker thread: for a thousand points it takes milliseconds, which the event loop
+    does not wait out."""
     refs = distinct_instances(instances)
     found: dict[ObjectId, list[Tally]] = {}
     with translate_driver_errors():
         docs = await instance_docs(db=db, ids=[ref.id for ref in refs], session=session)
         for ref in refs:
             flags = _flags(ref)
-            # a point's counts are those of its interval: kept, whichever range it is in
             keys = [("point", ref.id, flags, low, high) for low, high in pairwise(cuts)]
             view = current()
-            kept: dict[int, Tally] = {}
+            points: dict[int, Tally] = {}
+            missing = list(range(len(keys)))
             if view is not None:
-                kept, missing = view.take(dict(enumerate(keys)))
-                if not missing:
-                    found[ref.id] = [kept[index] for index in range(len(keys))]
-                    continue
-            reads = _within(plan, _held(docs.get(ref.id, {}), flags, _ALL_TIME))
-            if kept:
-                reads = _only(reads, {i for point in missing for i in plan.points[point][0]})
-            read = await _read_documents(db=db, instance=ref, reads=reads, session=session)
-            points = await asyncio.to_thread(_point_tallies, plan, read, flags, kept)
-            if view is not None:
-                for index in missing:
-                    view.put(keys[index], points[index])
-            found[ref.id] = points
+                points, missing = view.take(dict(enumerate(keys)))
+            held = _held(docs.get(ref.id, {}), flags, _ALL_TIME)
+            for first, end in _point_runs(missing):
+                run = cuts[first : end + 1]
+                plan = await _pure(partial(plan_series, run, tops=tops), points=end - first)
+                reads = _within(plan, held)
+                read = await _read_documents(db=db, instance=ref, reads=reads, session=session)
+                tallies = await _pure(
+                    partial(_point_tallies, plan, read, flags), points=end - first
+                )
+                for index, tally in enumerate(tallies, start=first):
+                    points[index] = tally
+                    if view is not None:
+                        view.put(keys[index], tally)
+            found[ref.id] = [points[index] for index in range(len(keys))]
     return found
 
 
-def _only(reads: Reads, pieces: set[int]) -> Reads:
-    """``reads`` of these pieces (by index) only."""
-    buckets = {}
-    for level, found in reads.buckets.items():
-        wanted = {start: index for start, index in found.items() if index in pieces}
-        if wanted:
-            buckets[level] = wanted
-    return Reads(buckets, [raw for raw in reads.raws if raw[0] in pieces])
+_RUNS = 4
+"""Runs of points not kept that are planned one by one at most; past that, one run from
+the first to the last (the kept points between them are worked out again)."""
+
+_ON_THE_LOOP = 16
+"""Points whose plan and counts are worked out on the event loop (tens of microseconds:
+less than the trip to a worker thread and back)."""
 
 
-def _point_tallies(
-    plan: SeriesPlan, read: _Documents, flags: tuple[Flag, ...], known: Mapping[int, Tally]
-) -> list[Tally]:
-    """The counts of each point of ``plan`` from the documents of its pieces (those in
-    ``known``, by index, are not worked out again)."""
+def _point_runs(missing: Sequence[int]) -> list[tuple[int, int]]:
+    """The runs of consecutive point indexes in ``missing`` (ascending), as ``(first,
+    end)`` with ``end`` exclusive, at most ``_RUNS`` of them."""
+    runs: list[tuple[int, int]] = []
+    for index in missing:
+        if runs and runs[-1][1] == index:
+            runs[-1] = (runs[-1][0], index + 1)
+        else:
+            runs.append((index, index + 1))
+    if len(runs) > _RUNS:
+        return [(runs[0][0], runs[-1][1])]
+    return runs
+
+
+_T = TypeVar("_T")
+
+
+async def _pure(work: Callable[[], _T], *, points: int) -> _T:
+    """``work`` on the event loop for a few points, else in a worker thread."""
+    if points <= _ON_THE_LOOP:
+        return work()
+    return await asyncio.to_thread(work)
+
+
+def _point_tallies(plan: SeriesPlan, read: _Documents, flags: tuple[Flag, ...]) -> list[Tally]:
+    """The counts of each point of ``plan`` from the documents of its pieces."""
     by_index: list[Tally | None] = [None] * len(plan.starts)
     for index, tally in read.tallies(flags).items():
         by_index[index] = tally
     points = []
-    for point, (indexes, weights) in enumerate(plan.points):
-        if point in known:
-            points.append(known[point])
-            continue
+    for indexes, weights in plan.points:
         total = Tally()
         for index, weight in zip(indexes, weights, strict=True):
             found = by_index[index]
