@@ -95,7 +95,7 @@ def test_lasting_entries_outlive_writes_within_their_budget() -> None:
 
 
 class _Finds(monitoring.CommandListener):
-    """Queries sent, by collection."""
+    """Queries sent, by collection, and transactions committed."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
@@ -103,6 +103,8 @@ class _Finds(monitoring.CommandListener):
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if event.command_name == "find":
             self.counts[str(event.command["find"])] += 1
+        elif event.command_name == "commitTransaction":
+            self.counts["commitTransaction"] += 1
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -186,6 +188,20 @@ async def test_a_repeated_request_reads_only_the_state(
     assert first == again == await _everything(scanner, refs)
     assert read_first["rollup_buckets"] > 0 and read_first["messages"] > 0
     assert read_again == dict.fromkeys(_ROLLUP_READS, 0)
+
+
+async def test_a_request_whose_reads_are_all_kept_needs_no_snapshot(
+    db: Database, mongodb_uri: str, tenant: Tenant
+) -> None:
+    """It reads the state once, for its cluster time, and starts no transaction."""
+    refs = _refs(tenant)
+    async with _served(db, mongodb_uri, ConsumerOptions(idle_poll=0.01)) as (service, _, finds):
+        await _everything(service, refs)
+        before = finds.counts.copy()
+        await _everything(service, refs)
+        again = finds.counts - before
+    requests = 7  # in _everything
+    assert again["rollup_state"] == requests and not again["commitTransaction"], again
 
 
 async def test_each_write_after_a_kept_read_is_in_the_next_answer(

@@ -25,6 +25,10 @@ Only the lease holder, while its rollups are ready, in change-stream mode, keeps
 anything: other processes, a build, and the watermark read the database every time.
 ``CacheView`` is handed to the reads through a context variable (``reading``), so the
 readers' signatures stay those of a plain database read.
+
+A request whose reads are all kept needs no snapshot at all: it first reads with
+``KEPT_ONLY`` for the database, which raises ``NotKept`` at the first use, and only then
+(something was not kept) in a snapshot (``service.py``).
 """
 
 from __future__ import annotations
@@ -33,9 +37,20 @@ import contextlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-__all__ = ["CacheView", "ReadCache", "current", "kept", "kept_each", "reading"]
+from resolvers.db import Database
+
+__all__ = [
+    "KEPT_ONLY",
+    "CacheView",
+    "NotKept",
+    "ReadCache",
+    "current",
+    "kept",
+    "kept_each",
+    "reading",
+]
 
 _T = TypeVar("_T")
 _K = TypeVar("_K", bound=Hashable)
@@ -149,6 +164,24 @@ class CacheView:
     def cache(self) -> ReadCache:
         """For lasting entries, which do not depend on the epoch."""
         return self._cache
+
+
+class NotKept(Exception):
+    """A read from kept documents alone needed the database."""
+
+
+class _KeptOnly:
+    """Stands for the database in a read from kept documents alone."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise NotKept(name)
+
+    def __getitem__(self, name: str) -> Any:
+        raise NotKept(name)
+
+
+KEPT_ONLY = cast(Database, _KeptOnly())
+"""A database of which any use (a collection, the client) raises ``NotKept``."""
 
 
 _current: ContextVar[CacheView | None] = ContextVar("rollup_reads", default=None)

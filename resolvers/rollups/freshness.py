@@ -60,6 +60,8 @@ class Freshness:
     """``rollup_state.seq`` when it vouched (watermark mode only)."""
     snapshot: bool = True
     """Whether the database has transactions (a standalone ``mongod`` has none)."""
+    state: RollupState | None = None
+    """The change stream's state that vouched (read at ``asked_at``)."""
 
     @property
     def all_usable(self) -> bool:
@@ -199,7 +201,7 @@ def _verdict(asked: frozenset[ObjectId], now: Timestamp, state: RollupState) -> 
     usable = state.ready_instances(asked)
     fallback = asked - usable
     reason = None if not fallback else f"building ({state.percent():.1f}%)"
-    return Freshness(now, usable, fallback, reason, state.generation)
+    return Freshness(now, usable, fallback, reason, state.generation, state=state)
 
 
 def _scan(

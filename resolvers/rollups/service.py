@@ -16,7 +16,8 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from functools import partial
+from typing import Generic, TypeVar
 
 from bson import ObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession as Session
@@ -31,7 +32,7 @@ from resolvers.metrics import (
     scan_series,
 )
 from resolvers.pipeline import MetricsResult, combine_metrics, empty_metrics
-from resolvers.rollups.cache import CacheView, reading
+from resolvers.rollups.cache import KEPT_ONLY, CacheView, NotKept, reading
 from resolvers.rollups.consumer import ConsumerStatus, RollupConsumer, stored_status
 from resolvers.rollups.contribution import FLAGS
 from resolvers.rollups.freshness import (
@@ -65,6 +66,13 @@ _LEADING = ("building", "ready")
 _WARM_RETRY_S = 5.0
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept(Generic[_T]):
+    """What a read from kept documents alone returned."""
+
+    value: _T
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,13 +153,13 @@ class RollupService:
         ref = InstanceRef(id=instance, name=str(instance), ignore_group_messages=False)
         now = datetime.now(UTC)
 
-        async def read(chosen: list[InstanceRef], session: Session) -> None:
+        async def read(db: Database, chosen: list[InstanceRef], session: Session | None) -> None:
             if level is Level.DAY:
-                await keep_day(db=self._db, instance=instance, day=start, now=now, session=session)
+                await keep_day(db=db, instance=instance, day=start, now=now, session=session)
                 return
             end = start + level.width
             await range_values(
-                db=self._db,
+                db=db,
                 instance=instance,
                 flags=FLAGS,
                 start=start,
@@ -196,8 +204,8 @@ class RollupService:
             return combine_metrics(found)
         usable, result = await self._snapshot(
             instances,
-            lambda chosen, session: read_rollup_metrics(
-                db=self._db, instances=chosen, now=now, session=session
+            lambda db, chosen, session: read_rollup_metrics(
+                db=db, instances=chosen, now=now, session=session
             ),
         )
         parts = [] if result is None else [result]
@@ -219,11 +227,11 @@ class RollupService:
         refs = distinct_instances(instances)
 
         async def read(
-            chosen: list[InstanceRef], session: Session
+            db: Database, chosen: list[InstanceRef], session: Session | None
         ) -> dict[ObjectId, MetricsResult]:
             if range is not None:
                 return await read_range_metrics(
-                    db=self._db,
+                    db=db,
                     instances=chosen,
                     now=now,
                     range=range,
@@ -231,9 +239,7 @@ class RollupService:
                     session=session,
                 )
             return {
-                ref.id: await read_rollup_metrics(
-                    db=self._db, instances=[ref], now=now, session=session
-                )
+                ref.id: await read_rollup_metrics(db=db, instances=[ref], now=now, session=session)
                 for ref in chosen
             }
 
@@ -262,8 +268,8 @@ class RollupService:
         refs = distinct_instances(instances)
         _, found = await self._snapshot(
             refs,
-            lambda chosen, session: read_series_tallies(
-                db=self._db,
+            lambda db, chosen, session: read_series_tallies(
+                db=db,
                 instances=chosen,
                 cuts=cuts,
                 tops=SERIES_TOPS[interval],
@@ -289,8 +295,8 @@ class RollupService:
         refs = distinct_instances(instances)
         usable, found = await self._snapshot(
             refs,
-            lambda chosen, session: read_instance_counts(
-                db=self._db, instances=chosen, session=session
+            lambda db, chosen, session: read_instance_counts(
+                db=db, instances=chosen, session=session
             ),
         )
         rest = [ref for ref in refs if ref.id not in usable]
@@ -312,7 +318,7 @@ class RollupService:
     async def _snapshot(
         self,
         instances: Sequence[InstanceRef],
-        read: Callable[[list[InstanceRef], Session], Awaitable[_T]],
+        read: Callable[[Database, list[InstanceRef], Session | None], Awaitable[_T]],
     ) -> tuple[frozenset[ObjectId], _T | None]:
         """``read`` of the instances the rollups may answer (current for the request's
         cluster time, ``freshness.py``), with the ids it answered for; nothing when the
@@ -331,6 +337,9 @@ class RollupService:
             return frozenset(), None
         cache = self.consumer.read_cache()
         mark = None if cache is None else cache.mark()
+        kept = await self._from_memory(freshness, mark, partial(read, KEPT_ONLY, chosen, None))
+        if kept is not None:
+            return freshness.usable, kept.value
         # One snapshot for every rollup document and the state that vouches for them:
         # no consumer commit or rebuild can fall between two of the reads. In a snapshot
         # the state is checked first, so a read that keeps value sets (valuesets.py) keeps
@@ -345,8 +354,8 @@ class RollupService:
                     if not freshness.usable <= still:
                         return frozenset(), None
                     with reading(view):
-                        return freshness.usable, await read(chosen, session)
-                result = await read(chosen, session)
+                        return freshness.usable, await read(self._db, chosen, session)
+                result = await read(self._db, chosen, session)
                 still = await confirm(db=self._db, freshness=freshness, session=session)
         if not freshness.usable <= still:
             return frozenset(), None
@@ -364,6 +373,32 @@ class RollupService:
         if cache is None or state is None or state.status != "ready":
             return still, None
         return still, (cache.view(mark) if state.holder == self.consumer.holder else None)
+
+    async def _from_memory(
+        self, freshness: Freshness, mark: int | None, read: Callable[[], Awaitable[_T]]
+    ) -> _Kept[_T] | None:
+        """``read`` from the kept reads alone, without a snapshot; None when it needed
+        the database (or may not use the kept reads).
+
+        Kept documents may stand for a snapshot when the state read at the request's
+        cluster time T named this process as holder of ready rollups, and no write of
+        it began since ``mark`` (taken after the consumer applied everything up to T):
+        they are then the rollups as this process last committed them, which hold
+        every write up to T, and were each read in a snapshot that vouched for them (a
+        holder taking over since writes only what came after, from where this process
+        stopped). Reads that needed the database are done again in a snapshot."""
+        assert self.consumer is not None
+        state, cache = freshness.state, self.consumer.read_cache()
+        if cache is None or state is None or state.status != "ready":
+            return None
+        view = cache.view(mark) if state.holder == self.consumer.holder else None
+        if view is None:
+            return None
+        try:
+            with reading(view):
+                return _Kept(await read())
+        except NotKept:
+            return None
 
     async def health(self) -> RollupHealth:
         if self.consumer is None:
