@@ -44,7 +44,7 @@ from resolvers.pipeline import (
     empty_metrics,
     order_counts,
 )
-from resolvers.rollups.cache import current, kept, kept_each
+from resolvers.rollups.cache import current, kept_each
 from resolvers.rollups.contribution import FLAGS, Flag, contribution, dated, flag_of
 from resolvers.rollups.keys import EPOCH, Level, ceil_to, decode_key, floor_to, to_millis
 from resolvers.rollups.read import WINDOWS, months_since, read_parts
@@ -325,11 +325,7 @@ async def read_series_tallies(
             held = _held(docs.get(ref.id, {}), flags, _ALL_TIME)
             for first, end in _point_runs(missing):
                 run = cuts[first : end + 1]
-                # kept too: a request that found something else not kept plans it once
-                plan = await kept(
-                    ("plan", tuple(run), tuple(tops)),
-                    partial(_pure, partial(plan_series, run, tops=tops), points=end - first),
-                )
+                plan = await _pure(partial(plan_series, run, tops=tops), points=end - first)
                 reads = _within(plan, held)
                 read = await _read_documents(db=db, instance=ref, reads=reads, session=session)
                 tallies = await _pure(
