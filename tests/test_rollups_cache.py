@@ -31,17 +31,24 @@ SPAN = TimeRange(NOW - timedelta(days=9, hours=7, minutes=3), NOW + timedelta(ho
 # --- the cache alone ------------------------------------------------------------------
 
 
+def _key(name: str, instance: str = "i1") -> tuple[str, str]:
+    return (name, instance)
+
+
+A, B, C, Z = _key("a"), _key("b"), _key("c"), _key("z")
+
+
 def test_a_view_serves_what_was_kept_in_its_epoch() -> None:
     cache = ReadCache(10)
     view = cache.view(cache.mark())
     assert view is not None
-    assert view.get("a") == (False, None)
-    view.put("a", 1)
-    view.put("b", None)  # that something does not exist is kept too
+    assert view.get(A) == (False, None)
+    view.put(A, 1)
+    view.put(B, None)  # that something does not exist is kept too
     again = cache.view(cache.mark())
     assert again is not None
-    assert again.get("a") == (True, 1)
-    assert again.take({"x": "a", "y": "b", "z": "c"}) == ({"x": 1, "y": None}, ["z"])
+    assert again.get(A) == (True, 1)
+    assert again.take({"x": A, "y": B, "z": Z}) == ({"x": 1, "y": None}, ["z"])
 
 
 def test_a_write_forgets_everything_and_ends_the_views_of_its_epoch() -> None:
@@ -49,28 +56,57 @@ def test_a_write_forgets_everything_and_ends_the_views_of_its_epoch() -> None:
     mark = cache.mark()
     view = cache.view(mark)
     assert view is not None
-    view.put("a", 1)
+    view.put(A, 1)
     with cache.writing():
         assert cache.mark() is None  # no request starts an epoch while a write is under way
-        assert view.get("a") == (False, None)
-        view.put("b", 2)
-    view.put("c", 3)
+        assert view.get(A) == (False, None)
+        view.put(B, 2)
+    view.put(C, 3)
     assert len(cache) == 0
     assert cache.view(mark) is None  # a request whose snapshot may hold the write
     fresh = cache.view(cache.mark())
-    assert fresh is not None and fresh.get("a") == (False, None)
+    assert fresh is not None and fresh.get(A) == (False, None)
+
+
+def test_a_write_to_some_instances_forgets_and_ends_only_their_reads() -> None:
+    cache = ReadCache(10)
+    mark = cache.mark()
+    view = cache.view(mark)
+    assert view is not None
+    ours, theirs = _key("a", "ours"), _key("a", "theirs")
+    view.put(ours, 1)
+    view.put(theirs, 2)
+    with cache.writing(["theirs"]):
+        assert cache.mark() is not None  # other instances' reads go on
+        assert view.get(theirs) == (False, None)
+        view.put(theirs, 3)  # read before or after the write: not kept
+        assert view.get(ours) == (True, 1)
+        during = cache.view(cache.mark())
+        assert during is not None
+        during.put(theirs, 4)
+        assert during.get(theirs) == (False, None)
+    view.put(theirs, 5)  # this request's snapshot may be from before the write
+    assert view.get(ours) == (True, 1) and view.get(theirs) == (False, None)
+    after = cache.view(cache.mark())
+    assert after is not None
+    after.put(theirs, 6)
+    assert after.get(theirs) == (True, 6) and after.get(ours) == (True, 1)
+    assert len(cache) == 2
 
 
 def test_the_least_recently_used_are_forgotten_past_the_limit() -> None:
     cache = ReadCache(2)
     view = cache.view(cache.mark())
     assert view is not None
-    view.put("a", 1)
-    view.put("b", 2)
-    view.get("a")
-    view.put("c", 3)
+    view.put(A, 1)
+    view.put(B, 2)
+    view.get(A)
+    view.put(C, 3)
     assert len(cache) == 2
-    assert [view.get(key)[0] for key in "abc"] == [True, False, True]
+    assert [view.get(key)[0] for key in (A, B, C)] == [True, False, True]
+    with cache.writing(["i1"]):  # what was forgotten for room is not forgotten again
+        pass
+    assert len(cache) == 0
 
 
 def test_a_cache_of_no_entries_is_off() -> None:
@@ -231,6 +267,25 @@ async def test_each_write_after_a_kept_read_is_in_the_next_answer(
             await change()
             answers = await _everything(service, refs)
             assert answers == await _everything(scanner, refs), step
+
+
+async def test_a_write_to_one_instance_leaves_what_was_kept_of_the_others(
+    db: Database, mongodb_uri: str, tenant: Tenant
+) -> None:
+    """A busy instance's writes do not send the quiet ones back to the database; every
+    answer is still the scan's."""
+    sales, support = _refs(tenant)
+    scanner = RollupService(db=db, consumer=None)
+    async with _served(db, mongodb_uri, ConsumerOptions(idle_poll=0.01)) as (service, _, finds):
+        await _everything(service, [sales, support])
+        for days_ago in (0.01, 3.0, 7.0001):
+            await db.messages.insert_one(message(support.id, days_ago=days_ago))
+            before = finds.counts.copy()
+            quiet = await _everything(service, [sales])
+            read = finds.counts - before
+            assert not any(read[name] for name in _ROLLUP_READS), read
+            assert quiet == await _everything(scanner, [sales])
+            assert await _everything(service, [support]) == await _everything(scanner, [support])
 
 
 async def test_rollups_another_process_wrote_are_read_from_the_database(

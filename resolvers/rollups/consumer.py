@@ -43,7 +43,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -65,6 +65,7 @@ from resolvers.rollups.backfill import (
 )
 from resolvers.rollups.cache import ReadCache
 from resolvers.rollups.changes import Changes
+from resolvers.rollups.contribution import owner
 from resolvers.rollups.events import RebuildNeeded, decode_event
 from resolvers.rollups.lease import (
     LeaseLost,
@@ -448,10 +449,13 @@ class RollupConsumer:
             await restart_instance(db=self._db, instance=instance, session=session)
 
     @contextlib.asynccontextmanager
-    async def _fenced_transaction(self) -> AsyncIterator[AsyncClientSession]:
-        """A transaction that commits only while this process holds the lease."""
+    async def _fenced_transaction(
+        self, touching: frozenset[ObjectId] | None = None
+    ) -> AsyncIterator[AsyncClientSession]:
+        """A transaction that commits only while this process holds the lease, writing
+        the rollups of ``touching`` (None: of any instance)."""
         self._check_lease()
-        with self.reads.writing():  # outside the transaction: its commit is a write too
+        with self.reads.writing(touching):  # outside the transaction: its commit is a write
             async with (
                 self._writing,
                 self._db.client.start_session() as session,
@@ -502,11 +506,14 @@ class RollupConsumer:
         written: tuple[Changes, ...] = (),
         mark: bool = False,
         flushing: ObjectId | None = None,
+        touching: frozenset[ObjectId] | None = None,
     ) -> None:
         """Apply ``changes`` (and ``written``: a build's folded reads and the events on
         their keys) with the position and progress ``build``, in one transaction; with
-        ``mark``, also the instance being ``flushing`` in parts (None: no more)."""
-        async with self._fenced_transaction() as session:
+        ``mark``, also the instance being ``flushing`` in parts (None: no more).
+        ``touching``: the only instances whose messages the changes came from (None: any
+        may have changed)."""
+        async with self._fenced_transaction(touching) as session:
             fenced = time.monotonic()
 
             async def pause() -> None:  # a long write keeps the lease (renewal waits)
@@ -627,9 +634,11 @@ class _Follower:
     async def _apply(self, batch: _Batch) -> None:
         consumer = self._consumer
         changes = Changes()
+        touched: set[ObjectId] = set()
         for event in batch.events:
             change = decode_event(event)
             if change is not None:
+                touched.update(_owners(change.before, change.after))
                 route(
                     changes=changes,
                     change=change,
@@ -645,7 +654,12 @@ class _Follower:
         build = self._finish_window() if batch.caught_up else before
         flush = build is not before and self._flush is None and self._flush_due(before, build)
         if batch.events or flush:
-            await self._commit(changes, batch, build=build if flush else None, flush=flush)
+            # kept reads of other instances stay: no message of theirs changed (raw
+            # messages included, whose instance is in the event's pre- or post-image)
+            touching = None if flush else frozenset(touched)
+            await self._commit(
+                changes, batch, build=build if flush else None, flush=flush, touching=touching
+            )
         self._build = consumer._build = build
         consumer._phase = "ready" if consumer._saved_build is None else "building"
         consumer._failures, consumer._error = 0, None
@@ -655,7 +669,13 @@ class _Follower:
             await consumer.position.publish(batch.coverage)
 
     async def _commit(
-        self, changes: Changes, batch: _Batch, *, build: Build | None, flush: bool
+        self,
+        changes: Changes,
+        batch: _Batch,
+        *,
+        build: Build | None,
+        flush: bool,
+        touching: frozenset[ObjectId] | None = None,
     ) -> None:
         """Commit a batch. With ``flush``, the folded reads (and the events on their keys)
         are written too: in this transaction, with the progress ``build``, when they are
@@ -672,6 +692,7 @@ class _Follower:
             written=(self._folded, self._deferred) if whole else (),
             mark=flush and not whole,
             flushing=self._folding,
+            touching=touching,
         )
         if not flush:
             return
@@ -826,6 +847,14 @@ def _distrust(state: RollupState | None) -> str | None:
     if state.token is None and not fresh:
         return "no stream position was saved"
     return None
+
+
+def _owners(*docs: Mapping[str, Any] | None) -> Iterator[ObjectId]:
+    """The instances ``docs`` count for."""
+    for doc in docs:
+        instance = None if doc is None else owner(doc)
+        if instance is not None:
+            yield instance
 
 
 def _before(event: Mapping[str, Any]) -> Timestamp | None:
