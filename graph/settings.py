@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     rollups_cache_entries: int = Field(
         default=10_000,
         ge=0,
-        description="Rollup documents the leader keeps between its writes; 0 = none.",
+        description="Rollup reads the leader keeps until it writes to their instance; 0 = none.",
     )
     rollups_cache_values: int = Field(
         default=500_000,

@@ -60,10 +60,10 @@ __all__ = [
 
 _T = TypeVar("_T")
 _K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
 
 Key = tuple[Any, ...]
 """An entry's key: ``(kind, instance, ...)``, the instance whose writes may change it."""
-_V = TypeVar("_V")
 
 
 class ReadCache:
