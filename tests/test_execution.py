@@ -33,6 +33,8 @@ class Point:
     tags: list[str]
     maybe: int | None
     inner: Pair | None
+    grid: list[list[int | None]]
+    sparse: list[Pair | None]
 
     @strawberry.field
     def doubled(self) -> int:  # a resolver of its own: not plain
@@ -50,7 +52,9 @@ def _points(*, broken: str = "") -> list[Point]:
                 notes=[Note(text="n", score=None), Note(text="m", score=k)] if k < 3 else [],
                 tags=["a", "b"],
                 maybe=None if k % 2 else k,
-                inner=Pair(key="i", count=k),
+                inner=Pair(key="i", count=k) if k != 3 else None,
+                grid=[[k, None], [], [j * k for j in range(k)]],
+                sparse=[None, Pair(key="s", count=k)] if k % 2 else [],
             )
         )
     if broken == "null":
@@ -62,6 +66,8 @@ def _points(*, broken: str = "") -> list[Point]:
     elif broken == "big":
         points[0].pairs[2].count = 2**40  # past Int's 32 bits: an error
         points[1].notes[0].score = -(2**40)
+    elif broken == "deep":  # null inside a list inside a list, past a non-null item
+        points[2].sparse = [Pair(key=None, count=1)]  # type: ignore[arg-type]
     elif broken == "loose":  # values graphql-core coerces: True to 1, 7 to "7"
         points[0].pairs[2].count = True
         points[1].pairs[0].key = 7  # type: ignore[assignment]
@@ -92,6 +98,9 @@ QUERIES = [
     "{ points { notes { text score } n: notes { score } } }",
     '{ points(broken: "loose") { pairs { key count } } }',
     "{ pair { key count __typename } points { __typename } }",
+    "{ points { inner { key } grid sparse { key count } } }",
+    '{ points(broken: "deep") { label sparse { count key } } }',
+    '{ points(broken: "big") { grid pairs { count } } }',
 ]
 
 
@@ -130,6 +139,9 @@ def test_plain_objects_skip_graphql_core_field_by_field(monkeypatch: pytest.Monk
     _run(PlainExecutionContext, QUERIES[0])
     assert each == 1 + 4 * (4 + 3 * 2)  # points, and every field below it
     assert calls["n"] == 1  # points only: everything below is plain
+    calls["n"] = 0
+    _run(PlainExecutionContext, QUERIES[-3])  # nulls and lists of lists: plain too
+    assert calls["n"] == 1
 
 
 async def _seven() -> int:
