@@ -39,6 +39,8 @@ MAX_POINTS = 1000
 """The most points one series may have."""
 
 _MS = timedelta(milliseconds=1)
+_HOUR = timedelta(hours=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_ZONE_NAME = 64
 
 
@@ -61,11 +63,10 @@ class Interval(Enum):
 
 
 _STEPS = {
-    Interval.HOUR: timedelta(hours=1),
     Interval.DAY: timedelta(days=1),
     Interval.WEEK: timedelta(days=7),
 }
-"""The fixed length of a local hour, day and week on the wall clock."""
+"""The fixed length of a local day and week on the wall clock."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +144,7 @@ def series_bounds(
         return []
     cuts = [range.start]
     try:
-        for boundary, _ in _boundaries(range.start, interval=interval, tz=tz):
+        for boundary in _boundaries(range.start, interval=interval, tz=tz):
             if boundary >= range.end:
                 break
             if boundary > cuts[-1]:
@@ -162,43 +163,52 @@ def _too_many() -> BadUserInput:
     )
 
 
-def _boundaries(
-    start: datetime, *, interval: Interval, tz: ZoneInfo
-) -> Iterator[tuple[datetime, timedelta | None]]:
+def _boundaries(start: datetime, *, interval: Interval, tz: ZoneInfo) -> Iterator[datetime]:
     """The UTC instants of the local boundaries of ``interval``, increasing, from one
-    at or before ``start`` on (endless). An hour also ends where the UTC offset changes
-    (a point is one local hour at one offset)."""
-    walls = _wall_boundaries(start, interval=interval, tz=tz)
-    if interval is not Interval.HOUR:
-        yield from walls
-        return
-    previous, offset = next(walls)
-    yield previous, offset
-    for boundary, known in walls:
-        if offset is None:
-            offset = previous.astimezone(tz).utcoffset()
-        change = _offset_change(previous, boundary, offset=offset, tz=tz)
-        if change is not None:
-            yield change, None
-        yield boundary, known
-        previous, offset = boundary, known
+    at or before ``start`` on (endless)."""
+    if interval is Interval.HOUR:
+        return _hours_after(start, tz=tz)
+    return _wall_boundaries(start, interval=interval, tz=tz)
 
 
-def _wall_boundaries(
-    start: datetime, *, interval: Interval, tz: ZoneInfo
-) -> Iterator[tuple[datetime, timedelta | None]]:
-    """The instants of the local boundaries, each with the UTC offset there when known
-    without another look-up (the wall time is neither in a gap nor in a fold)."""
+def _hours_after(start: datetime, *, tz: ZoneInfo) -> Iterator[datetime]:
+    """The instants after ``start`` where a local hour begins: where the local time is a
+    whole hour, and where the UTC offset changes (a point is one local hour at one
+    offset, so the two 01:00 hours of a fold are two points, and an hour cut by a
+    change of offset two). One offset an hour: like the wall walk, it takes the offset
+    to change at most once within an hour."""
+    moment, offset, whole = start, _offset(start, tz), False
+    while True:
+        following = moment + (_HOUR if whole else _HOUR - (moment + offset - _EPOCH) % _HOUR)
+        there = _offset(following, tz)
+        whole = there == offset  # else the local time there may be no whole hour
+        if not whole:
+            change = _offset_change(moment, following + _MS, offset=offset, tz=tz)
+            if change is not None and change < following:
+                following, there = change, _offset(change, tz)
+        yield following
+        moment, offset = following, there
+
+
+def _offset(moment: datetime, tz: ZoneInfo) -> timedelta:
+    """The UTC offset of ``tz`` at the UTC instant ``moment``."""
+    offset = moment.astimezone(tz).utcoffset()
+    assert offset is not None
+    return offset
+
+
+def _wall_boundaries(start: datetime, *, interval: Interval, tz: ZoneInfo) -> Iterator[datetime]:
+    """The instants of the local days, weeks or months from the one holding ``start``."""
     wall = _floor_wall(start.astimezone(tz).replace(tzinfo=None), interval)
     with suppress(OverflowError):  # at the calendar's first boundary, none before it
         wall = _step_wall(wall, interval, back=True)
     last: datetime | None = None
-    every, step = interval is Interval.HOUR, _STEPS.get(interval)
+    step = _STEPS.get(interval)
     while True:
-        for instant, offset in _instants(wall, tz=tz, every=every):
-            if last is None or instant > last:
-                last = instant
-                yield instant, offset
+        instant = _instant(wall, tz=tz)
+        if last is None or instant > last:
+            last = instant
+            yield instant
         wall = _step_wall(wall, interval) if step is None else wall + step
 
 
@@ -207,13 +217,13 @@ def _offset_change(
 ) -> datetime | None:
     """The instant strictly inside ``(low, high)`` where the UTC offset of ``tz`` stops
     being ``offset``, that of ``low``, if it does (a bisection to the millisecond)."""
-    if (high - _MS).astimezone(tz).utcoffset() == offset:
+    if _offset(high - _MS, tz) == offset:
         return None
     same, other = low, high - _MS
     while other - same > _MS:
         middle = same + (other - same) // 2
         middle -= timedelta(microseconds=middle.microsecond % 1000)
-        if middle.astimezone(tz).utcoffset() == offset:
+        if _offset(middle, tz) == offset:
             same = middle
         else:
             other = middle
@@ -221,8 +231,6 @@ def _offset_change(
 
 
 def _floor_wall(wall: datetime, interval: Interval) -> datetime:
-    if interval is Interval.HOUR:
-        return wall.replace(minute=0, second=0, microsecond=0)
     day = wall.replace(hour=0, minute=0, second=0, microsecond=0)
     if interval is Interval.WEEK:
         return day - timedelta(days=day.weekday())
@@ -242,23 +250,20 @@ def _step_wall(wall: datetime, interval: Interval, *, back: bool = False) -> dat
     return wall - _STEPS[interval] if back else wall + _STEPS[interval]
 
 
-def _instants(
-    wall: datetime, *, tz: ZoneInfo, every: bool
-) -> list[tuple[datetime, timedelta | None]]:
-    """The UTC instants whose local time is ``wall``: one; two in a fold (only the first
-    unless ``every``); in a gap, the first instant after it. Each comes with the UTC
-    offset there when it is the only instant of ``wall`` (else None)."""
+def _instant(wall: datetime, *, tz: ZoneInfo) -> datetime:
+    """The first UTC instant whose local time is ``wall`` (the first of two in a fold);
+    in a gap, the first instant after it."""
     early_offset = wall.replace(tzinfo=tz, fold=0).utcoffset()
     late_offset = wall.replace(tzinfo=tz, fold=1).utcoffset()
     assert early_offset is not None and late_offset is not None
     early = (wall - early_offset).replace(tzinfo=UTC)
     if early_offset == late_offset:  # neither in a gap nor in a fold
-        return [(early, early_offset)]
+        return early
     late = (wall - late_offset).replace(tzinfo=UTC)
-    found = [moment for moment in sorted({early, late}) if _wall_of(moment, tz) == wall]
-    if not found:
-        found = [_gap_end(wall, tz=tz, low=min(early, late), high=max(early, late))]
-    return [(moment, None) for moment in (found if every else found[:1])]
+    for moment in sorted({early, late}):
+        if _wall_of(moment, tz) == wall:
+            return moment
+    return _gap_end(wall, tz=tz, low=min(early, late), high=max(early, late))
 
 
 def _wall_of(moment: datetime, tz: ZoneInfo) -> datetime:
