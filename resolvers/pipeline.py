@@ -325,8 +325,10 @@ def _key_counts(rows: Sequence[Mapping[str, Any]] | None, known: Sequence[str]) 
 
 
 def order_counts(counts: Mapping[str, int], known: Sequence[str]) -> dict[str, int]:
-    """Known keys first, in contract order (0 when absent), then the others by name."""
-    found = dict(counts)
-    ordered = {key: found.pop(key, 0) for key in known}
-    ordered.update(sorted(found.items()))
+    """Known keys first, in contract order (0 when absent), then the others counted (not
+    0: a sum of deltas can be) by name."""
+    ordered = {key: counts.get(key, 0) for key in known}
+    others = [key for key, count in counts.items() if count and key not in ordered]
+    if others:
+        ordered.update((key, counts[key]) for key in sorted(others))
     return ordered

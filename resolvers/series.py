@@ -40,7 +40,6 @@ __all__ = [
     "ScanPlan",
     "Tally",
     "build_series_pipeline",
-    "nonzero",
     "plan_scans",
     "read_series",
     "to_points",
@@ -79,20 +78,15 @@ class Tally:
         return SeriesPoint(
             start=start,
             end=end,
-            total_messages=self.counters["n"],
-            messages_sent=self.counters["s"],
-            messages_received=self.counters["r"],
-            group_messages=self.counters["g"],
-            individual_messages=self.counters["i"],
-            messages_with_media=self.counters["m"],
-            messages_by_type=order_counts(nonzero(self.types), KNOWN_TYPES),
-            messages_by_status=order_counts(nonzero(self.statuses), KNOWN_STATUSES),
+            total_messages=self.counters.get("n", 0),
+            messages_sent=self.counters.get("s", 0),
+            messages_received=self.counters.get("r", 0),
+            group_messages=self.counters.get("g", 0),
+            individual_messages=self.counters.get("i", 0),
+            messages_with_media=self.counters.get("m", 0),
+            messages_by_type=order_counts(self.types, KNOWN_TYPES),
+            messages_by_status=order_counts(self.statuses, KNOWN_STATUSES),
         )
-
-
-def nonzero(counts: Counter[str]) -> dict[str, int]:
-    """``counts`` without the keys that sum to zero."""
-    return {key: n for key, n in counts.items() if n}
 
 
 def to_points(

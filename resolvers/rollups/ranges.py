@@ -62,7 +62,7 @@ from resolvers.rollups.terms import (
     reads_of,
 )
 from resolvers.rollups.valuesets import range_values
-from resolvers.series import Tally, nonzero
+from resolvers.series import Tally
 from resolvers.timeranges import Interval, TimeRange
 
 __all__ = [
@@ -508,9 +508,9 @@ async def _one_range(
         messages_with_media=total.counters["m"],
         messages_last_7_days=combine(windows["messagesLast7Days"], tallies).counters["n"],
         messages_last_30_days=combine(windows["messagesLast30Days"], tallies).counters["n"],
-        messages_by_type=order_counts(nonzero(total.types), KNOWN_TYPES),
-        media_by_type=order_counts(nonzero(total.media), KNOWN_MEDIA_TYPES),
-        messages_by_status=order_counts(nonzero(total.statuses), KNOWN_STATUSES),
+        messages_by_type=order_counts(total.types, KNOWN_TYPES),
+        media_by_type=order_counts(total.media, KNOWN_MEDIA_TYPES),
+        messages_by_status=order_counts(total.statuses, KNOWN_STATUSES),
         unique_chats=uniques[0],
         unique_groups=uniques[1],
         unique_contacts=uniques[2],
