@@ -35,7 +35,7 @@ from graph.types import (
     TimeRange,
     metrics_of,
 )
-from graph.validated import ValidDocuments
+from graph.validated import ShortTextParserCache, ValidDocuments
 from resolvers import (
     BadUserInput,
     MetricsError,
@@ -470,6 +470,6 @@ schema = MetricsSchema(
     query=Query,
     mutation=Mutation,
     config=StrawberryConfig(scalar_map={datetime: DATETIME_SCALAR}),
-    extensions=[OperationGuard, ErrorPolicy],
+    extensions=[OperationGuard, ShortTextParserCache, ErrorPolicy],
     execution_context_class=PlainExecutionContext,
 )

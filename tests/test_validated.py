@@ -1,4 +1,5 @@
-"""Operations graphql-core found valid are not validated again; others always are."""
+"""Operations graphql-core found valid are not validated again; others always are. Short
+operation texts are parsed once; long ones every time."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from uuid import uuid4
 import httpx
 import pytest
 import strawberry.schema.schema as strawberry_schema
+from graphql.language.parser import Parser
 
-from graph.validated import ValidDocuments
+from graph.validated import MAX_CACHED_TEXT, ValidDocuments
 from resolvers import Database
 from tests.factories import Tenant, make_tenant
 
@@ -31,6 +33,35 @@ def validations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(strawberry_schema, "validate_document", spy)
     return seen
+
+
+@pytest.fixture
+def parsed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The text of each document graphql-core parses (a spy on the parser)."""
+    seen: list[str] = []
+    original = Parser.parse_document
+
+    def spy(self: Parser) -> Any:
+        seen.append(self._lexer.source.body)
+        return original(self)
+
+    monkeypatch.setattr(Parser, "parse_document", spy)
+    return seen
+
+
+async def test_a_short_operation_is_parsed_once_a_long_one_every_time(
+    http: httpx.AsyncClient, tenant: Tenant, parsed: list[str]
+) -> None:
+    short = f"query Short{uuid4().hex} {{ metrics {{ totalMessages }} }}"
+    long = short.replace("totalMessages", "totalMessages" + " " * MAX_CACHED_TEXT)
+    headers = {"token": tenant.account_token}
+    for query in (short, short, long, long):
+        response = await http.post("/graphql", json={"query": query}, headers=headers)
+        assert response.status_code == 200
+        assert response.json()["data"]["metrics"]["totalMessages"] == 0
+
+    assert parsed.count(short) == 1
+    assert parsed.count(long) == 2
 
 
 async def test_a_valid_operation_is_validated_once_and_answers_alike(
