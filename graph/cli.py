@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Iterator
@@ -230,9 +231,29 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
             **_forwarding(settings),
         )
         server = uvicorn.Server(config)
+        _collect_less()
         server.run(sockets=[listener])
         if not server.started:
             raise SystemExit(_STARTUP_FAILURE)
+
+
+#: The collector's thresholds while serving (CPython's are 700, 10, 10).
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
+def _collect_less() -> None:
+    """Fewer cyclic collections, none of them over what start-up built.
+
+    A series of 169 hourly points allocates ~15,000 objects; with a collection every 700
+    allocations, each request's half-built answer was carried into the older generations,
+    and a full collection (~50-70 ms over every live object) landed on about one request
+    in twenty. Start-up's objects (modules, the schema) are frozen out of every
+    collection, and the youngest generation is collected every 10,000 allocations. On
+    the benchmark's 1M instance, 800 requests: time collecting 1.7 s -> 0.17 s, the HOUR
+    series' p95 75 -> 21 ms (p50 16.6 -> 15.6 ms)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _listen(host: str, port: int) -> socket.socket:
