@@ -286,7 +286,7 @@ _LATENCY_NOTE = (
     "`rollups` is `checks.rollups.state` when measuring (`absent`: no rollups in /health). "
     "Issue 10's figures are measured in rounds of their own, with health requests of "
     "their own; every ratio is to the lower of the two health p50s (health beside the "
-    "series also pays the end of the larger answers before it: freeing them, the log)."
+    "series can be slower: it may also pay for freeing the larger answer before it)."
 )
 _BUILD_NOTE = (
     "The service starts on a database without rollups; build s is from its start until "
