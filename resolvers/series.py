@@ -57,14 +57,20 @@ _MS = timedelta(milliseconds=1)
 @dataclass(slots=True)
 class Tally:
     """Counts of some messages: ``counters`` (``COUNTERS``), ``types``, ``statuses`` and
-    ``media`` (types of media; the full scan of a series leaves them out)."""
+    ``media`` (types of media; the full scan of a series leaves them out).
+
+    A tally is filled before any point is made of it, and keeps the last point it made
+    until ``add`` changes it: a kept tally (``rollups/cache.py``) is shown by every repeated
+    request of its series, which then share one point instead of making it again."""
 
     counters: Counter[str] = field(default_factory=Counter)
     types: Counter[str] = field(default_factory=Counter)
     statuses: Counter[str] = field(default_factory=Counter)
     media: Counter[str] = field(default_factory=Counter)
+    _shown: SeriesPoint | None = field(default=None, init=False, repr=False, compare=False)
 
     def add(self, other: Tally, *, sign: int = 1) -> None:
+        self._shown = None
         for mine, theirs in (
             (self.counters, other.counters),
             (self.types, other.types),
@@ -75,7 +81,10 @@ class Tally:
                 mine[key] += sign * count
 
     def point(self, start: datetime, end: datetime) -> SeriesPoint:
-        return SeriesPoint(
+        shown = self._shown
+        if shown is not None and shown.start == start and shown.end == end:
+            return shown
+        self._shown = shown = SeriesPoint(
             start=start,
             end=end,
             total_messages=self.counters.get("n", 0),
@@ -87,6 +96,7 @@ class Tally:
             messages_by_type=order_counts(self.types, KNOWN_TYPES),
             messages_by_status=order_counts(self.statuses, KNOWN_STATUSES),
         )
+        return shown
 
 
 def to_points(

@@ -421,6 +421,29 @@ async def test_a_series_plans_only_the_points_not_kept(
     assert planned[0] == len(first) and sorted(set(planned[1:])) == [1, 2], planned
 
 
+async def test_a_repeated_series_shows_the_points_it_showed(
+    db: Database, mongodb_uri: str, tenant: Tenant
+) -> None:
+    """The points of kept tallies are made once: a repeated series gives the same point
+    objects, equal to the scan's; after a write to its instance, new ones, equal to it."""
+    refs = _refs(tenant)[:1]
+    scanner = RollupService(db=db, consumer=None)
+    bounds = series_bounds(range=SPAN, interval=Interval.HOUR, timezone="Asia/Kolkata")
+
+    async def both() -> list[Any]:
+        found = await service.series(instances=refs, interval=Interval.HOUR, bounds=bounds)
+        assert found == await scanner.series(instances=refs, interval=Interval.HOUR, bounds=bounds)
+        return found
+
+    async with _served(db, mongodb_uri, ConsumerOptions(idle_poll=0.01)) as (service, *_):
+        first, again = await both(), await both()
+        await db.messages.insert_one(message(refs[0].id, days_ago=30, chatId="late"))
+        after = await both()
+    same = sum(point is shown for point, shown in zip(again, first, strict=True))
+    assert same >= len(bounds) - 2  # all but the first and last point, at most
+    assert not any(point is shown for point, shown in zip(after, again, strict=True))
+
+
 @pytest.mark.parametrize(
     ("missing", "runs"),
     [

@@ -345,3 +345,20 @@ async def test_the_event_loop_keeps_turning_while_a_long_series_is_planned_and_s
     scanned = await fetch_series(db=db, instances=refs, bounds=bounds)
     assert to_points(bounds, found[a]) == scanned
     assert sum(point.total_messages for point in scanned) == 3
+
+
+def test_a_tally_shows_one_point_until_add_changes_it() -> None:
+    start = datetime(2026, 3, 8, tzinfo=UTC)
+    end, later = start + timedelta(hours=1), start + timedelta(hours=2)
+    tally, other = Tally(), Tally()
+    tally.counters.update({"n": 2, "s": 2})
+    tally.types.update({"text": 2})
+    other.counters.update({"n": 1, "r": 1})
+    other.types.update({"sticker": 1})
+    shown = tally.point(start, end)
+    assert tally.point(start, end) is shown
+    assert tally.point(start, later).end == later  # other bounds: another point
+    tally.add(other)
+    changed = tally.point(start, later)
+    assert (changed.total_messages, changed.messages_sent, changed.messages_received) == (3, 2, 1)
+    assert (changed.messages_by_type["text"], changed.messages_by_type["sticker"]) == (2, 1)
