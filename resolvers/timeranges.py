@@ -213,7 +213,7 @@ def _wall_boundaries(start: datetime, *, interval: Interval, tz: ZoneInfo) -> It
 
 
 def _offset_change(
-    low: datetime, high: datetime, *, offset: timedelta | None, tz: ZoneInfo
+    low: datetime, high: datetime, *, offset: timedelta, tz: ZoneInfo
 ) -> datetime | None:
     """The instant strictly inside ``(low, high)`` where the UTC offset of ``tz`` stops
     being ``offset``, that of ``low``, if it does (a bisection to the millisecond)."""
