@@ -17,12 +17,19 @@ Anything unusual on the way (a null where the schema says non-null, a value a sc
 refuses, an awaitable, an exception) abandons the shortcut for that object or list,
 and graphql-core completes it again from the start, with its own errors and paths:
 reading attributes twice has no effect, so the answer is graphql-core's, always.
+
+A type marked ``unchanging`` (``graph.reuse``: its objects never change once made) has
+its completed objects kept by identity under their selection: the same object selected
+the same way again is answered with what it was completed to before. The points of a
+series read from kept rollups come back that way (``SeriesPoint``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import itertools
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, replace
 from operator import attrgetter
 from types import NoneType
 from typing import Any
@@ -50,9 +57,36 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.field import StrawberryField
 
+from graph.reuse import ByIdentity, is_unchanging
+
 __all__ = ["PlainExecutionContext"]
 
 _TYPENAME = "__typename"
+
+_COMPLETED: ByIdentity[dict[str, Any]] = ByIdentity(limit=2_000)
+"""Completed objects of unchanging types, by object and selection (``_Selections``)."""
+
+
+class _Selections:
+    """Small numbers for the selections of unchanging types (the keys of ``_COMPLETED``
+    hash faster than a selection's nested tuple): the most recent ``limit`` kept."""
+
+    def __init__(self, *, limit: int) -> None:
+        self._limit = limit
+        self._numbers: OrderedDict[Hashable, int] = OrderedDict()
+        self._next = itertools.count()
+
+    def number(self, selection: Hashable) -> int:
+        number = self._numbers.get(selection)
+        if number is None:
+            number = self._numbers[selection] = next(self._next)
+        self._numbers.move_to_end(selection)
+        while len(self._numbers) > self._limit:
+            self._numbers.popitem(last=False)
+        return number
+
+
+_SELECTIONS = _Selections(limit=256)
 
 
 class _Slow(Exception):
@@ -83,6 +117,11 @@ class _Value:
     fields: tuple[_Field, ...] = ()
     build: Callable[[list[list[Any]]], list[dict[str, Any]]] | None = None
     """For a plain object: its completed objects, from the completed columns of fields."""
+    selection: Hashable = None
+    """What the completed values depend on besides the values: the type, and for a list
+    or object what is selected of it, all the way down."""
+    kept: int | None = None
+    """For an unchanging type: the number of its selection in ``_COMPLETED``."""
 
     def complete(self, values: list[Any]) -> list[Any]:
         """The completed ``values``, in order; ``_Slow`` (or graphql-core's error) when the
@@ -145,6 +184,18 @@ class _Value:
         return cut
 
     def _complete_objects(self, sources: list[Any]) -> list[dict[str, Any]]:
+        if self.kept is None:
+            return self._complete_columns(sources)
+        done = [_COMPLETED.get(source, self.kept) for source in sources]
+        missing = [at for at, completed in enumerate(done) if completed is None]
+        if missing:
+            made = self._complete_columns([sources[at] for at in missing])
+            for at, completed in zip(missing, made, strict=True):
+                done[at] = completed
+                _COMPLETED.put(sources[at], completed, self.kept)
+        return done  # type: ignore[return-value]  # no None is left
+
+    def _complete_columns(self, sources: list[Any]) -> list[dict[str, Any]]:
         assert self.build is not None
         columns = []
         for field in self.fields:
@@ -173,6 +224,12 @@ class _Field:
     """Reads the field's attribute of the source; None for ``__typename``."""
     value: _Value | str
     """How to complete what ``read`` returns; for ``__typename``, the type's name."""
+    attribute: str | None = None
+
+    @property
+    def selection(self) -> Hashable:
+        value = self.value.selection if isinstance(self.value, _Value) else self.value
+        return (self.key, self.attribute, value)
 
 
 def _builder(keys: tuple[str, ...]) -> Callable[[list[list[Any]]], list[dict[str, Any]]]:
@@ -238,15 +295,19 @@ class PlainExecutionContext(StrawberryGraphQLCoreExecutionContext):
         inner = type_.of_type if isinstance(type_, GraphQLNonNull) else type_
         if is_leaf_type(inner):
             as_is = _AS_IS.get(inner) if isinstance(inner, GraphQLScalarType) else None
-            return _Value(non_null, leaf=inner, as_is=as_is)
+            return _Value(non_null, leaf=inner, as_is=as_is, selection=(non_null, inner))
         if is_list_type(inner):
             assert isinstance(inner, GraphQLList)
             item = self._value(inner.of_type, field_details_list)
-            return None if item is None else _Value(non_null, item=item)
+            if item is None:
+                return None
+            return _Value(non_null, item=item, selection=(non_null, "list", item.selection))
         if is_object_type(inner):
             assert isinstance(inner, GraphQLObjectType)
             plan = self._plan(inner, field_details_list)
-            return None if plan is None else _Value(non_null, fields=plan.fields, build=plan.build)
+            if plan is None:
+                return None
+            return replace(plan, non_null=non_null, selection=(non_null, plan.selection))
         return None
 
     def _plan(self, type_: GraphQLObjectType, field_details_list: Any) -> _Value | None:
@@ -270,7 +331,14 @@ class PlainExecutionContext(StrawberryGraphQLCoreExecutionContext):
             if field is None:
                 return None
             fields.append(field)
-        return _Value(False, fields=tuple(fields), build=_builder(tuple(f.key for f in fields)))
+        selection = (type_, tuple(field.selection for field in fields))
+        return _Value(
+            False,
+            fields=tuple(fields),
+            build=_builder(tuple(field.key for field in fields)),
+            selection=selection,
+            kept=_SELECTIONS.number(selection) if is_unchanging(_origin(type_)) else None,
+        )
 
     def _field(self, type_: GraphQLObjectType, key: str, details: Sequence[Any]) -> _Field | None:
         node = details[0].node
@@ -284,7 +352,13 @@ class PlainExecutionContext(StrawberryGraphQLCoreExecutionContext):
         if attribute is None:
             return None  # a resolver of its own: graphql-core runs it
         value = self._value(definition.type, details)
-        return None if value is None else _Field(key, attrgetter(attribute), value)
+        return None if value is None else _Field(key, attrgetter(attribute), value, attribute)
+
+
+def _origin(type_: GraphQLObjectType) -> object:
+    """The Python class Strawberry made ``type_`` of (None when it made none)."""
+    definition = type_.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    return getattr(definition, "origin", None)
 
 
 def _attribute(definition: GraphQLField) -> str | None:

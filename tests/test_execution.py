@@ -11,6 +11,7 @@ from graphql.execution.executor import Executor
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from graph.execution import PlainExecutionContext
+from graph.reuse import unchanging
 
 
 @strawberry.type
@@ -167,3 +168,67 @@ async def test_an_attribute_holding_an_awaitable_is_awaited_by_graphql_core() ->
         result = await schema.execute("{ late { count } }")
         answers.append((result.data, result.errors))
     assert answers[0] == answers[1] == ({"late": [{"count": 7}, {"count": 3}]}, None)
+
+
+@unchanging
+@strawberry.type
+class Kept:
+    label: str
+    pairs: list[Pair]
+
+
+KEPT = [
+    Kept(label=f"k{n}", pairs=[Pair(key="a", count=n), Pair(key="b", count=-n)]) for n in range(3)
+]
+
+
+@strawberry.type
+class KeptQuery:
+    @strawberry.field
+    def kept(self) -> list[Kept]:
+        return KEPT
+
+    @strawberry.field
+    def copies(self) -> list[Kept]:  # equal objects, made anew each time
+        return [Kept(label=k.label, pairs=list(k.pairs)) for k in KEPT]
+
+    @strawberry.field
+    def pairs(self) -> list[Pair]:  # the same objects each time, of a type not marked
+        return KEPT[0].pairs
+
+
+KEPT_SCHEMAS = [
+    strawberry.Schema(query=KeptQuery, execution_context_class=context)
+    for context in (StrawberryGraphQLCoreExecutionContext, PlainExecutionContext)
+]
+
+
+def _both(query: str) -> list[Any]:
+    """``query``'s data by the shortcut, checked against graphql-core's."""
+    answers = []
+    for schema in KEPT_SCHEMAS:
+        result = schema.execute_sync(query)
+        assert result.errors is None and result.data is not None
+        answers.append(result.data)
+    assert answers[0] == answers[1]
+    [data] = answers[1].values()
+    return data  # type: ignore[no-any-return]
+
+
+def test_an_unchanging_object_answered_again_is_completed_once() -> None:
+    query = "{ kept { label pairs { key count } } }"
+    first, again = _both(query), _both(query)
+    assert all(a is b for a, b in zip(first, again, strict=True))
+
+
+def test_another_selection_of_an_unchanging_object_is_completed_for_itself() -> None:
+    first = _both("{ kept { label pairs { key count } } }")
+    other = _both("{ kept { pairs { n: count } label __typename } }")
+    assert other[1] == {"pairs": [{"n": 1}, {"n": -1}], "label": "k1", "__typename": "Kept"}
+    assert _both("{ kept { label pairs { key count } } }")[1] is first[1]
+
+
+def test_only_the_same_objects_of_unchanging_types_are_answered_again() -> None:
+    for query in ("{ copies { label pairs { key count } } }", "{ pairs { key count } }"):
+        first, again = _both(query), _both(query)
+        assert not any(a is b for a, b in zip(first, again, strict=True))
