@@ -7,6 +7,7 @@ from enum import Enum
 
 import strawberry
 
+from graph.reuse import ByIdentity, unchanging
 from resolvers import BadUserInput, InstanceRef, MetricsResult, Selection, timeranges
 
 __all__ = [
@@ -163,6 +164,12 @@ class RateLimit:
     cost: int = strawberry.field(description="What this operation cost.")
 
 
+#: GraphQL points made of kept data-layer points (``graph.reuse``): two series of the
+#: longest kind (1,000 points), or many shorter ones.
+_POINTS: ByIdentity[SeriesPoint] = ByIdentity(limit=2_000)
+
+
+@unchanging
 @strawberry.type(description="The metrics of the messages in [start, end): one point of a series.")
 class SeriesPoint:
     start: datetime = strawberry.field(description="A local boundary (or the range's start), UTC.")
@@ -178,18 +185,24 @@ class SeriesPoint:
 
     @classmethod
     def from_point(cls, point: timeranges.SeriesPoint) -> SeriesPoint:
-        return cls(
-            start=point.start,
-            end=point.end,
-            total_messages=point.total_messages,
-            messages_sent=point.messages_sent,
-            messages_received=point.messages_received,
-            group_messages=point.group_messages,
-            individual_messages=point.individual_messages,
-            messages_with_media=point.messages_with_media,
-            messages_by_type=_key_counts(point.messages_by_type),
-            messages_by_status=_key_counts(point.messages_by_status),
-        )
+        """The GraphQL form of ``point``: the one made the last time for this very point
+        (data-layer points never change once made), else a new one."""
+        made = _POINTS.get(point)
+        if made is None:
+            made = cls(
+                start=point.start,
+                end=point.end,
+                total_messages=point.total_messages,
+                messages_sent=point.messages_sent,
+                messages_received=point.messages_received,
+                group_messages=point.group_messages,
+                individual_messages=point.individual_messages,
+                messages_with_media=point.messages_with_media,
+                messages_by_type=_key_counts(point.messages_by_type),
+                messages_by_status=_key_counts(point.messages_by_status),
+            )
+            _POINTS.put(point, made)
+        return made
 
 
 @strawberry.type(description="Metrics per interval, on calendar boundaries of a timezone.")

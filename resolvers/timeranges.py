@@ -72,7 +72,9 @@ _STEPS = {
 @dataclass(frozen=True, slots=True)
 class SeriesPoint:
     """The messages of ``[start, end)``, summed over the instances of a series (each
-    with its ``ignoreGroupMessages``); maps list known keys first, as ``MetricsResult``."""
+    with its ``ignoreGroupMessages``); maps list known keys first, as ``MetricsResult``.
+    Never changed once made, maps included: a kept tally hands out the same point until
+    it changes (``series.Tally.point``), and callers may keep what they make of one."""
 
     start: datetime
     end: datetime
