@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from uuid import uuid4
 
+import strawberry
 from bson import ObjectId
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -25,14 +26,18 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from strawberry.schema.config import StrawberryConfig
 
+from graph.execution import PlainExecutionContext
+from graph.types import DATETIME_SCALAR, format_datetime
+from graph.types import SeriesPoint as GraphPoint
 from resolvers import InstanceRef, ensure_indexes, fetch_metrics, open_client
 from resolvers.metrics import fetch_series
 from resolvers.pipeline import combine_metrics
 from resolvers.rollups.consumer import ConsumerOptions, RollupConsumer
 from resolvers.rollups.freshness import check_freshness
 from resolvers.rollups.service import RollupService
-from resolvers.timeranges import Interval, TimeRange, series_bounds
+from resolvers.timeranges import Interval, SeriesPoint, TimeRange, series_bounds
 from tests.factories import NOW
 from tests.strategies import INSTANCE_IDS, as_contract
 from tests.strategies import messages as message_docs
@@ -208,6 +213,10 @@ class RollupsMachine(RuleBasedStateMachine):
         scan = self.run(fetch_series(db=self.db, instances=refs, bounds=bounds))
         found = self.run(self._service().series(instances=refs, interval=interval, bounds=bounds))
         assert found == scan, (picked, zone, interval, span)
+        # answered twice through GraphQL: the second time from what the first completed
+        # (graph.reuse), where the points were kept
+        for _ in range(2):
+            assert _answered(found) == _as_json(scan), (picked, zone, interval, span)
 
     def _refs(self, picked: list[ObjectId]) -> list[InstanceRef]:
         return [
@@ -249,6 +258,51 @@ class RollupsMachine(RuleBasedStateMachine):
             self.run(self.client.close())
         finally:
             self.loop.close()
+
+
+@strawberry.type
+class _Points:
+    @strawberry.field
+    def points(self, info: strawberry.Info[list[SeriesPoint], None]) -> list[GraphPoint]:
+        return [GraphPoint.from_point(point) for point in info.context]
+
+
+_POINTS_SCHEMA = strawberry.Schema(
+    query=_Points,
+    config=StrawberryConfig(scalar_map={datetime: DATETIME_SCALAR}),
+    execution_context_class=PlainExecutionContext,
+)
+_POINT_FIELDS = """{ points { start end totalMessages messagesSent messagesReceived
+  groupMessages individualMessages messagesWithMedia
+  messagesByType { key count } messagesByStatus { key count } } }"""
+
+
+def _answered(points: list[SeriesPoint]) -> Any:
+    """``points`` as the API answers them."""
+    result = _POINTS_SCHEMA.execute_sync(_POINT_FIELDS, context_value=points)
+    assert result.errors is None and result.data is not None
+    return result.data["points"]
+
+
+def _as_json(points: list[SeriesPoint]) -> list[dict[str, Any]]:
+    """``points`` as ``_POINT_FIELDS`` should answer them, written out by hand."""
+    return [
+        {
+            "start": format_datetime(point.start),
+            "end": format_datetime(point.end),
+            "totalMessages": point.total_messages,
+            "messagesSent": point.messages_sent,
+            "messagesReceived": point.messages_received,
+            "groupMessages": point.group_messages,
+            "individualMessages": point.individual_messages,
+            "messagesWithMedia": point.messages_with_media,
+            "messagesByType": [{"key": k, "count": n} for k, n in point.messages_by_type.items()],
+            "messagesByStatus": [
+                {"key": k, "count": n} for k, n in point.messages_by_status.items()
+            ],
+        }
+        for point in points
+    ]
 
 
 async def _started(consumer: RollupConsumer) -> None:
