@@ -42,6 +42,7 @@ from tests.factories import NOW
 from tests.strategies import INSTANCE_IDS, as_contract
 from tests.strategies import messages as message_docs
 from tests.test_rollups_consumer import settle
+from tests.test_series import _as_reference
 
 T = TypeVar("T")
 OPTIONS = ConsumerOptions(idle_poll=0.01, retry_delay=0.05, build_target=20)
@@ -288,21 +289,18 @@ def _as_json(points: list[SeriesPoint]) -> list[dict[str, Any]]:
     """``points`` as ``_POINT_FIELDS`` should answer them, written out by hand."""
     return [
         {
+            **_as_reference(point),
             "start": format_datetime(point.start),
             "end": format_datetime(point.end),
-            "totalMessages": point.total_messages,
-            "messagesSent": point.messages_sent,
-            "messagesReceived": point.messages_received,
-            "groupMessages": point.group_messages,
-            "individualMessages": point.individual_messages,
-            "messagesWithMedia": point.messages_with_media,
-            "messagesByType": [{"key": k, "count": n} for k, n in point.messages_by_type.items()],
-            "messagesByStatus": [
-                {"key": k, "count": n} for k, n in point.messages_by_status.items()
-            ],
+            "messagesByType": _pairs(point.messages_by_type),
+            "messagesByStatus": _pairs(point.messages_by_status),
         }
         for point in points
     ]
+
+
+def _pairs(counts: dict[str, int]) -> list[dict[str, Any]]:
+    return [{"key": key, "count": count} for key, count in counts.items()]
 
 
 async def _started(consumer: RollupConsumer) -> None:
